@@ -1,0 +1,128 @@
+"""API keys: creation, authentication and revocation.
+
+A key reads `eva_<prefix>_<secret>`. The prefix is stored in clear to find the row; the secret
+is kept only as an HMAC-SHA256 keyed with API_KEY_HASH_SECRET and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
+
+from chat.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from chat.models import ApiKey, Scope
+
+KEY_PREFIX = "eva"
+PREFIX_BYTES = 6  # 12 hex characters: collisions are retried on create
+SECRET_BYTES = 32
+ALL_SCOPES = tuple(choice.value for choice in Scope)
+
+
+def _hash_secret(secret: str) -> str:
+    return hmac.new(settings.API_KEY_HASH_SECRET.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def _split_key(raw_key: str) -> tuple[str, str]:
+    parts = raw_key.strip().split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        raise AuthenticationFailed("The API key is malformed.", code="invalid_api_key")
+    return parts[1], parts[2]
+
+
+def parse_scopes(scopes: Iterable[str] | str) -> list[str]:
+    """Normalise `chat,tts` or a list into a sorted list of known scopes."""
+    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
+    cleaned = sorted({item.strip().lower() for item in items if item and item.strip()})
+    unknown = [item for item in cleaned if item not in ALL_SCOPES]
+    if unknown:
+        raise InvalidInput(f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(ALL_SCOPES)}.", code="invalid_scope")
+    if not cleaned:
+        raise InvalidInput("A key needs at least one scope.", code="invalid_scope")
+    return cleaned
+
+
+def api_key_create(
+    *, owner: AbstractBaseUser, name: str, scopes: Iterable[str] | str, expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; return the row and the plaintext key, which is never available again."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("A key needs a name of 1 to 100 characters.", code="invalid_name")
+    scope_list = parse_scopes(scopes)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidInput("expires_at must be in the future.", code="invalid_expiry")
+    secret = secrets.token_urlsafe(SECRET_BYTES).replace("_", "-")
+    for _ in range(5):
+        prefix = secrets.token_hex(PREFIX_BYTES)
+        if not ApiKey.objects.filter(prefix=prefix).exists():
+            break
+    key = ApiKey.objects.create(
+        owner=owner, name=name, prefix=prefix, hashed_secret=_hash_secret(secret), scopes=scope_list, expires_at=expires_at
+    )
+    return key, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def api_key_authenticate(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
+    """Return the active key for `raw_key` or raise AuthenticationFailed / PermissionDenied."""
+    if not raw_key:
+        raise AuthenticationFailed("An API key is required (X-API-Key or Authorization: Bearer).", code="missing_api_key")
+    prefix, secret = _split_key(raw_key)
+    key = ApiKey.objects.select_related("owner").filter(prefix=prefix).first()
+    # Hash even when the prefix is unknown so that both paths cost the same.
+    candidate = _hash_secret(secret)
+    expected = key.hashed_secret if key is not None else "0" * 64
+    if not hmac.compare_digest(candidate, expected) or key is None:
+        raise AuthenticationFailed("The API key is not valid.", code="invalid_api_key")
+    now = timezone.now()
+    if key.is_revoked:
+        raise AuthenticationFailed("The API key has been revoked.", code="revoked_api_key")
+    if key.is_expired(now=now):
+        raise AuthenticationFailed("The API key has expired.", code="expired_api_key")
+    if not key.owner.is_active:
+        raise AuthenticationFailed("The key's owner is inactive.", code="inactive_user")
+    if scope is not None and not key.has_scope(scope):
+        raise PermissionDenied(f"The API key lacks the '{scope}' scope.", code="missing_scope")
+    _touch_last_used(key, now=now)
+    return key
+
+
+def _touch_last_used(key: ApiKey, *, now: datetime) -> None:
+    # At most one write per key per resolution window instead of one per request; the
+    # conditional UPDATE keeps concurrent requests from all writing.
+    resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_S)
+    if key.last_used_at is not None and now - key.last_used_at < resolution:
+        return
+    stale_before = now - resolution
+    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before)).update(
+        last_used_at=now
+    )
+    key.last_used_at = now
+
+
+def api_key_revoke(*, owner: AbstractBaseUser, key_id: int) -> ApiKey:
+    """Revoke one of `owner`'s keys (idempotent); someone else's key is NotFound."""
+    key = ApiKey.objects.filter(owner=owner, pk=key_id).first()
+    if key is None:
+        raise NotFound("No such API key.")
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def api_keys_of(*, owner: AbstractBaseUser) -> list[ApiKey]:
+    """The keys `owner` holds, newest first."""
+    return list(ApiKey.objects.filter(owner=owner).order_by("-created_at"))
+
+
+def key_display(key: ApiKey) -> str:
+    """What may be shown of a key after creation: its prefix only."""
+    return f"{KEY_PREFIX}_{key.prefix}_…"

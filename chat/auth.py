@@ -1,0 +1,86 @@
+"""HTTP authentication for the REST API: API key (X-API-Key or Bearer) or Django session.
+
+Each auth object is built for one scope. A browser session acts with every scope of a
+normal user (chat, tts); the metrics scope needs a staff session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
+from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
+
+from chat.api_keys import api_key_authenticate
+from chat.errors import PermissionDenied
+from chat.models import ApiKey, Scope
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: always a user, and the key they used when not a browser session."""
+
+    user: AbstractBaseUser
+    api_key: ApiKey | None = None
+
+    @property
+    def user_id(self) -> int:
+        return int(self.user.pk)
+
+    @property
+    def api_key_id(self) -> int | None:
+        return None if self.api_key is None else int(self.api_key.pk)
+
+
+class ApiKeyHeaderAuth(APIKeyHeader):
+    param_name = "X-API-Key"
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__()
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
+        if not key:
+            return None  # let the next method try
+        api_key = api_key_authenticate(raw_key=key, scope=self.scope)
+        return Principal(user=api_key.owner, api_key=api_key)
+
+
+class ApiKeyBearerAuth(HttpBearer):
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__()
+
+    def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
+        if not token:
+            return None
+        api_key = api_key_authenticate(raw_key=token, scope=self.scope)
+        return Principal(user=api_key.owner, api_key=api_key)
+
+
+class BrowserSessionAuth(SessionAuth):
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__(csrf=True)
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        # No session cookie: not a browser call, so "no credentials" (401) rather than a CSRF 403.
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return None
+        return super()._get_key(request)
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
+        user: Any = request.user
+        if not user.is_authenticated:
+            return None
+        if self.scope == Scope.METRICS and not user.is_staff:
+            raise PermissionDenied("The metrics API is for staff.", code="missing_scope")
+        return Principal(user=user)
+
+
+def auth_for(scope: str) -> list[Any]:
+    """The list of auth methods Ninja tries in order for an endpoint needing `scope`."""
+    return [ApiKeyHeaderAuth(scope), ApiKeyBearerAuth(scope), BrowserSessionAuth(scope)]

@@ -1,0 +1,47 @@
+"""EVA's own exceptions: each carries a stable `code` that clients can branch on."""
+
+from __future__ import annotations
+
+
+class EvaError(Exception):
+    """Base error: `code` is stable for clients, `message` is for people, `status` for HTTP."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class AuthenticationFailed(EvaError):
+    code = "unauthenticated"
+    status = 401
+
+
+class PermissionDenied(EvaError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(EvaError):
+    code = "not_found"
+    status = 404
+
+
+class InvalidInput(EvaError):
+    code = "invalid_request"
+    status = 422
+
+
+class RateLimited(EvaError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,87 @@
+"""The REST API object: OpenAPI at /api/openapi.json, docs at /api/docs, JSON errors with a `code`."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from chat.errors import EvaError, RateLimited
+
+logger = logging.getLogger("evaproject.api")
+
+api = NinjaAPI(
+    title="EVA API",
+    version="1.0.0",
+    description="Chat with a local LLM (Ollama, Groq fallback), text-to-speech, and latency metrics.",
+    urls_namespace="api",
+)
+
+
+def error_response(request: HttpRequest, *, status: int, code: str, message: str, **extra: object) -> HttpResponse:
+    """The one error body of the API: {"code": ..., "message": ...}."""
+    return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+
+
+@api.exception_handler(EvaError)
+def on_eva_error(request: HttpRequest, exc: EvaError) -> HttpResponse:
+    response = error_response(request, status=exc.status, code=exc.code, message=exc.message)
+    if isinstance(exc, RateLimited):
+        response["Retry-After"] = str(exc.retry_after)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="eva"'
+    return response
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = error_response(
+        request,
+        status=401,
+        code="unauthenticated",
+        message="Authentication required: send X-API-Key or Authorization: Bearer, or log in.",
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="eva"'
+    return response
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    errors = [
+        {"field": ".".join(str(part) for part in err.get("loc", ())[1:]) or "body", "message": err.get("msg", "")}
+        for err in exc.errors
+    ]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "The request is not valid."
+    return error_response(request, status=422, code="invalid_request", message=summary, errors=errors)
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    codes = {400: "bad_request", 403: "csrf_failed", 404: "not_found", 405: "method_not_allowed"}
+    return error_response(request, status=exc.status_code, code=codes.get(exc.status_code, "error"), message=str(exc))
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(request, status=404, code="not_found", message="Not found.")
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    logger.exception("unhandled error in %s %s", request.method, request.path)
+    return error_response(request, status=500, code="internal_error", message="Something went wrong on our side.")
+
+
+def register_routers() -> None:
+    """Attach every app's router once (called from urls.py)."""
+    from chat.api import router as chat_router
+    from chat.keys_api import router as keys_router
+    from metrics.api import router as metrics_router
+    from voice.api import router as voice_router
+
+    api.add_router("/v1/", chat_router)
+    api.add_router("/v1/keys", keys_router)
+    api.add_router("/v1/", voice_router)
+    api.add_router("/v1/", metrics_router)

@@ -1,0 +1,277 @@
+"""EVA settings: every value is read once, here, from the environment.
+
+Each variable is listed with its default in `.env.example` and the README. A value that
+does not parse stops start-up with an `ImproperlyConfigured` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None else value.strip()
+
+
+def envstr(name: str, default: str = "") -> str:
+    value = _raw(name)
+    return default if value is None or value == "" else value
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), got {value!r}")
+
+
+def envint(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {number}")
+    return number
+
+
+def envfloat(name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    value = _raw(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+    if number != number or (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, got {value!r}")
+    return number
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    value = _raw(name)
+    if value is None or value == "":
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = envstr(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def envurl(name: str, default: str) -> str:
+    value = envstr(name, default).rstrip("/")
+    if not value.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(f"{name} must be an http(s) URL, got {value!r}")
+    return value
+
+
+def envsecret(name: str, *, debug: bool, debug_default: str) -> str:
+    """A secret: required in production, a fixed development value only under DEBUG."""
+    value = envstr(name)
+    if value:
+        return value
+    if debug:
+        return debug_default
+    raise ImproperlyConfigured(f"{name} must be set when DEBUG is off")
+
+
+# --- core -------------------------------------------------------------------------------
+DEBUG = envbool("DEBUG", False)
+SECRET_KEY = envsecret("SECRET_KEY", debug=DEBUG, debug_default="eva-insecure-development-key-change-me-0123456789")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = envstr("SITE_URL", "http://localhost:8000")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "ninja",
+    "chat",
+    "voice",
+    "metrics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "evaproject.urls"
+ASGI_APPLICATION = "evaproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+# --- database ---------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        _db = environ.Env.db_url_config(DATABASE_URL)
+    except Exception as exc:  # environ raises several types for malformed URLs
+        raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+    if not str(_db.get("ENGINE", "")).startswith("django.db.backends."):
+        raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme: {DATABASE_URL.split(':', 1)[0]!r}")
+    _db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 0, minimum=0)
+else:
+    _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3"), "OPTIONS": {"timeout": 20}}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- redis: channel layer and cache -----------------------------------------------------
+REDIS_URL = envstr("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
+CHANNEL_LAYER_PREFIX = envstr("CHANNEL_LAYER_PREFIX", "eva")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX, "capacity": 1000, "expiry": 60},
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CHANNEL_LAYER_PREFIX,
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- auth, sessions, security ------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat-page"
+LOGOUT_REDIRECT_URL = "login"
+SIGNUP_ENABLED = envbool("SIGNUP_ENABLED", False)
+
+SECURE_SSL = envbool("SECURE_SSL", not DEBUG)
+SESSION_COOKIE_SECURE = SECURE_SSL
+CSRF_COOKIE_SECURE = SECURE_SSL
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", SECURE_SSL)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if SECURE_SSL else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+
+# API keys: the keyed hash uses its own secret so that rotating SECRET_KEY (sessions)
+# does not invalidate every key a mobile app holds.
+API_KEY_HASH_SECRET = envsecret("API_KEY_HASH_SECRET", debug=True, debug_default=SECRET_KEY)
+API_KEY_LAST_USED_RESOLUTION_S = envint("API_KEY_LAST_USED_RESOLUTION_S", 60, minimum=0)
+
+# --- LLM --------------------------------------------------------------------------------
+OLLAMA_URL = envurl("OLLAMA_URL", "http://127.0.0.1:11434")
+OLLAMA_MODEL = envstr("OLLAMA_MODEL", "phi3:mini")
+OLLAMA_KEEP_ALIVE = envstr("OLLAMA_KEEP_ALIVE", "-1")
+OLLAMA_WARMUP = envbool("OLLAMA_WARMUP", True)
+OLLAMA_CONNECT_TIMEOUT_S = envfloat("OLLAMA_CONNECT_TIMEOUT_S", 3.0, minimum=0.01)
+OLLAMA_READ_TIMEOUT_S = envfloat("OLLAMA_READ_TIMEOUT_S", 60.0, minimum=0.01)
+GROQ_API_KEY = envstr("GROQ_API_KEY")
+GROQ_MODEL = envstr("GROQ_MODEL", "llama-3.1-8b-instant")
+GROQ_BASE_URL = envstr("GROQ_BASE_URL")  # empty: the SDK's default (Groq's cloud)
+GROQ_TIMEOUT_S = envfloat("GROQ_TIMEOUT_S", 30.0, minimum=0.01)
+GROQ_MAX_RETRIES = envint("GROQ_MAX_RETRIES", 1, minimum=0, maximum=10)
+LLM_BACKENDS = envlist("LLM_BACKENDS", ["ollama", "groq"])
+for _backend in LLM_BACKENDS:
+    if _backend not in ("ollama", "groq"):
+        raise ImproperlyConfigured(f"LLM_BACKENDS may only name ollama and groq, got {_backend!r}")
+LLM_FIRST_TOKEN_DEADLINE_S = envfloat("LLM_FIRST_TOKEN_DEADLINE_S", 20.0, minimum=0.01)
+LLM_TOKEN_IDLE_TIMEOUT_S = envfloat("LLM_TOKEN_IDLE_TIMEOUT_S", 30.0, minimum=0.01)
+LLM_NUM_PREDICT = envint("LLM_NUM_PREDICT", 512, minimum=1)
+LLM_NUM_CTX = envint("LLM_NUM_CTX", 4096, minimum=256)
+LLM_TEMPERATURE = envfloat("LLM_TEMPERATURE", 0.7, minimum=0.0, maximum=2.0)
+LLM_SYSTEM_PROMPT = envstr(
+    "LLM_SYSTEM_PROMPT", "You are EVA, a helpful, concise assistant. Answer in the language of the user."
+)
+LLM_HISTORY_TURNS = envint("LLM_HISTORY_TURNS", 10, minimum=0)
+BREAKER_FAILURE_THRESHOLD = envint("BREAKER_FAILURE_THRESHOLD", 3, minimum=1)
+BREAKER_COOLDOWN_S = envfloat("BREAKER_COOLDOWN_S", 30.0, minimum=0.0)
+
+# --- chat -------------------------------------------------------------------------------
+CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 8000, minimum=1)
+RATE_LIMIT_PER_KEY = envstr("RATE_LIMIT_PER_KEY", "60/minute")
+RATE_LIMIT_PER_USER = envstr("RATE_LIMIT_PER_USER", "120/minute")
+
+# --- voice ------------------------------------------------------------------------------
+MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")
+
+# --- metrics ----------------------------------------------------------------------------
+METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 30, minimum=1)
+PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")
+
+# --- i18n, static -----------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOG_LEVEL = envchoice("LOG_LEVEL", "INFO", ("debug", "info", "warning", "error")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {name: {"level": LOG_LEVEL} for name in ("chat", "voice", "metrics", "evaproject")},
+}

@@ -1,0 +1,19 @@
+"""URL map: pages, admin, REST API (/api/...), the legacy POST /chat, health probes."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from evaproject import health
+from evaproject.api import api, register_routers
+
+register_routers()
+
+urlpatterns = [
+    path("health", health.health, name="health"),
+    path("ready", health.ready, name="ready"),
+    path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("", include("chat.urls")),
+    path("", include("metrics.urls")),
+    path("", include("voice.urls")),
+]

@@ -1,0 +1,95 @@
+"""Writes RequestMetric rows off the hot path.
+
+`record_metric` only puts the row on an in-process queue and returns; one background task per
+event loop drains the queue and bulk-inserts. A token stream therefore never waits on the
+database. `flush_metrics` waits for everything queued so far (tests, shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+from metrics.models import RequestMetric
+
+logger = logging.getLogger("metrics.recorder")
+
+BATCH_SIZE = 200
+_queues: dict[asyncio.AbstractEventLoop, asyncio.Queue[RequestMetric]] = {}
+_writers: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+_observers: list[Any] = []
+
+
+def add_metric_observer(observer: Any) -> None:
+    """Call `observer(metric)` for every recorded metric, before it is written (e.g. Prometheus)."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def _observed(metric: RequestMetric) -> RequestMetric:
+    for observer in _observers:
+        try:
+            observer(metric)
+        except Exception:
+            logger.exception("metric observer %r failed", observer)
+    return metric
+
+
+def _insert(rows: list[RequestMetric]) -> None:
+    close_old_connections()
+    try:
+        RequestMetric.objects.bulk_create(rows)
+    finally:
+        close_old_connections()
+
+
+async def _writer(queue: asyncio.Queue[RequestMetric]) -> None:
+    while True:
+        batch = [await queue.get()]
+        while not queue.empty() and len(batch) < BATCH_SIZE:
+            batch.append(queue.get_nowait())
+        try:
+            await sync_to_async(_insert, thread_sensitive=False)(batch)
+        except Exception:  # a lost metric must never take the web process down
+            logger.exception("could not write %d request metric(s)", len(batch))
+        finally:
+            for _ in batch:
+                queue.task_done()
+
+
+def _queue_for_running_loop() -> asyncio.Queue[RequestMetric]:
+    loop = asyncio.get_running_loop()
+    queue = _queues.get(loop)
+    writer = _writers.get(loop)
+    if queue is None or writer is None or writer.done():
+        for stale in [known for known in _queues if known.is_closed()]:
+            _queues.pop(stale, None)
+            _writers.pop(stale, None)
+        queue = _queues.setdefault(loop, asyncio.Queue())
+        _writers[loop] = loop.create_task(_writer(queue), name="metrics-writer")
+    return queue
+
+
+def record_metric(**fields: Any) -> RequestMetric:
+    """Queue one RequestMetric (fields as on the model); returns the unsaved row at once."""
+    metric = _observed(RequestMetric(**fields))
+    _queue_for_running_loop().put_nowait(metric)
+    return metric
+
+
+async def flush_metrics() -> None:
+    """Wait until every metric queued on this loop has been written."""
+    queue = _queues.get(asyncio.get_running_loop())
+    if queue is not None:
+        await queue.join()
+
+
+def record_metric_sync(**fields: Any) -> RequestMetric:
+    """For code outside an event loop (management commands, sync views): writes at once."""
+    metric = _observed(RequestMetric(**fields))
+    metric.save()
+    return metric

@@ -1,0 +1,33 @@
+"""Helpers to open /ws/chat through the real ASGI application (routing, auth middleware)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+
+def ws_with_key(raw_key: str, *, path: str = "/ws/chat") -> WebsocketCommunicator:
+    from evaproject.asgi import application
+
+    return WebsocketCommunicator(application, path, headers=[(b"x-api-key", raw_key.encode())])
+
+
+def ws_with_session(session_key: str, *, origin: str | None = "http://localhost:8000") -> WebsocketCommunicator:
+    from evaproject.asgi import application
+
+    headers: list[tuple[bytes, bytes]] = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode())]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, "/ws/chat", headers=headers)
+
+
+async def receive_until(communicator: WebsocketCommunicator, frame_type: str, *, timeout: float = 10) -> list[dict[str, Any]]:
+    """Collect JSON frames up to and including the first of `frame_type`."""
+    frames: list[dict[str, Any]] = []
+    while True:
+        frame = await communicator.receive_json_from(timeout=timeout)
+        frames.append(frame)
+        if frame.get("type") == frame_type:
+            return frames

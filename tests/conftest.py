@@ -1,0 +1,67 @@
+"""Test-wide fixtures. Settings defaults for tests live in tests/pytest.ini (real Postgres, Redis)."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+
+@pytest.fixture
+def make_user(db):
+    """Create a user; `make_user("alice")`."""
+
+    def make(username: str = "alice", *, password: str = "correct horse battery", **extra):
+        return get_user_model().objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """EVA_TEST_DB_SUFFIX lets several test runs share one Postgres without sharing a database."""
+    import os
+
+    from django.conf import settings
+
+    suffix = os.environ.get("EVA_TEST_DB_SUFFIX")
+    if suffix:
+        test_settings = settings.DATABASES["default"].setdefault("TEST", {})
+        test_settings["NAME"] = f"test_{settings.DATABASES['default']['NAME']}_{suffix}"
+
+
+@pytest.fixture
+def ollama(settings):
+    """A running Ollama stand-in; settings.OLLAMA_URL points at it."""
+    from tests.standins.ollama_server import OllamaStandIn
+
+    server = OllamaStandIn().start()
+    settings.OLLAMA_URL = server.url
+    settings.OLLAMA_MODEL = "phi3:mini"
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_db_connections_opened_by_async_code():
+    """ORM calls from async code run in asgiref's worker thread; close what they opened there."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """PBKDF2 at production strength costs ~0.3 s a login; tests log in a lot."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

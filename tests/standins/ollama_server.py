@@ -1,0 +1,314 @@
+"""A stand-in for `ollama serve` on loopback, speaking Ollama's HTTP API byte for byte.
+
+POST /api/chat streams NDJSON (`application/x-ndjson`, chunked): one object per token with
+`message.content`, then a final `done: true` object carrying done_reason and the timing
+fields in nanoseconds. Errors are `{"error": "..."}` bodies with the real status codes, or an
+`{"error": ...}` line in the middle of a 200 stream. GET /api/tags lists the models.
+
+The server runs its own event loop in a thread, so tests and benchmarks on any loop can use
+it; it records each request and whether the client hung up before the stream ended.
+Run alone: `python -m tests.standins.ollama_server --port 11434`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass
+class OllamaBehaviour:
+    """How the stand-in answers. Mutate between requests to change modes."""
+
+    models: list[str] = field(default_factory=lambda: ["phi3:mini"])
+    mode: str = "ok"  # ok | busy | error_mid_stream | stall | stall_after_first | http_500
+    first_token_delay_s: float = 0.0
+    token_interval_s: float = 0.0
+    reply_tokens: list[str] | None = None  # None: echo the last user message
+    error_after_tokens: int = 2
+    final_chunk_content: str = ""  # Ollama may put the last piece of text in the done chunk
+    load_duration_ns: int = 1_234_567
+    done_reason: str = "stop"
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    body: dict[str, Any]
+    received_at: float
+    finished: bool = False
+    client_disconnected: bool = False
+    tokens_sent: int = 0
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def echo_tokens(messages: list[dict[str, Any]]) -> list[str]:
+    """The default reply: 'Echo:' and the last user message, word by word with their spaces."""
+    last = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    words = f"Echo: {last}".split(" ")
+    return [words[0]] + [" " + word for word in words[1:]]
+
+
+class OllamaStandIn:
+    def __init__(self, behaviour: OllamaBehaviour | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.behaviour = behaviour or OllamaBehaviour()
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/api/chat" and r.body.get("messages")]
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self) -> OllamaStandIn:
+        self._thread = threading.Thread(target=self._run, name="ollama-standin", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("Ollama stand-in did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(5)
+
+    def __enter__(self) -> OllamaStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._server.close()
+            self._loop.close()
+
+    # --- HTTP ----------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    return
+                method, path, _ = request_line.decode("latin1").split(" ", 2)
+                headers: dict[str, str] = {}
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = line.decode("latin1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "0") or 0)
+                raw = await reader.readexactly(length) if length else b""
+                keep_open = await self._route(method, path, raw, reader, writer)
+                if not keep_open:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return
+        finally:
+            writer.close()
+
+    async def _route(
+        self, method: str, path: str, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        if method == "GET" and path in ("/", "/api/version"):
+            body = b"Ollama is running" if path == "/" else b'{"version":"0.12.0"}'
+            await self._send(writer, 200, body, "text/plain; charset=utf-8" if path == "/" else "application/json")
+            return True
+        if method == "GET" and path == "/api/tags":
+            models = [
+                {"name": m, "model": m, "modified_at": _now_iso(), "size": 2_176_178_913, "digest": "a" * 64}
+                for m in self.behaviour.models
+            ]
+            await self._send_json(writer, 200, {"models": models})
+            return True
+        if method == "POST" and path == "/api/chat":
+            try:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError as exc:
+                await self._send_json(writer, 400, {"error": f"invalid character: {exc}"})
+                return True
+            record = RecordedRequest(path=path, body=body, received_at=time.perf_counter())
+            self.requests.append(record)
+            await self._chat(body, record, reader, writer)
+            return False
+        await self._send(writer, 404, b"404 page not found", "text/plain")
+        return True
+
+    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str) -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
+        head = (
+            f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
+            f"Date: {datetime.now(timezone.utc):%a, %d %b %Y %H:%M:%S GMT}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode("latin1") + body)
+        await writer.drain()
+
+    async def _send_json(self, writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
+        await self._send(writer, status, json.dumps(payload).encode(), "application/json; charset=utf-8")
+
+    async def _chunk(self, writer: asyncio.StreamWriter, payload: dict[str, Any], record: RecordedRequest) -> None:
+        line = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
+        writer.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+        try:
+            await writer.drain()
+        except ConnectionError:
+            record.client_disconnected = True
+            raise
+
+    async def _wait_or_hangup(self, reader: asyncio.StreamReader, seconds: float, record: RecordedRequest) -> None:
+        """Sleep, but notice at once when the client closes the connection."""
+        if seconds <= 0:
+            return
+        try:
+            data = await asyncio.wait_for(reader.read(1), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        if data == b"":
+            record.client_disconnected = True
+            raise ConnectionResetError("client hung up")
+
+    async def _chat(
+        self, body: dict[str, Any], record: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        b = self.behaviour
+        model = body.get("model", "")
+        if model not in b.models:
+            await self._send_json(writer, 404, {"error": f"model '{model}' not found"})
+            return
+        if b.mode == "busy":
+            await self._send_json(writer, 503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
+            return
+        if b.mode == "http_500":
+            await self._send_json(writer, 500, {"error": "llama runner process has terminated: exit status 2"})
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+            + f"Date: {datetime.now(timezone.utc):%a, %d %b %Y %H:%M:%S GMT}\r\n".encode()
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        messages = body.get("messages") or []
+        started = time.perf_counter_ns()
+        try:
+            if not messages:  # a load request (warm-up): one done chunk with done_reason "load"
+                await self._chunk(
+                    writer,
+                    {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""},
+                     "done_reason": "load", "done": True},
+                    record,
+                )
+            else:
+                await self._stream_tokens(body, messages, record, reader, writer, started)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            record.finished = True
+        except ConnectionError:
+            record.client_disconnected = True
+
+    async def _stream_tokens(
+        self,
+        body: dict[str, Any],
+        messages: list[dict[str, Any]],
+        record: RecordedRequest,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        started: int,
+    ) -> None:
+        b = self.behaviour
+        model = body["model"]
+        tokens = list(b.reply_tokens) if b.reply_tokens is not None else echo_tokens(messages)
+        if b.mode == "stall":
+            await self._wait_or_hangup(reader, 3600, record)
+            return
+        await self._wait_or_hangup(reader, b.first_token_delay_s, record)
+        first_token_at = time.perf_counter_ns()
+        for index, token in enumerate(tokens):
+            if index:
+                await self._wait_or_hangup(reader, b.token_interval_s, record)
+            if b.mode == "error_mid_stream" and index == b.error_after_tokens:
+                await self._chunk(writer, {"error": "an error was encountered while running the model: unexpected EOF"}, record)
+                return
+            if b.mode == "stall_after_first" and index == 1:
+                await self._wait_or_hangup(reader, 3600, record)
+                return
+            await self._chunk(
+                writer,
+                {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": token}, "done": False},
+                record,
+            )
+            record.tokens_sent += 1
+        finished = time.perf_counter_ns()
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+        await self._chunk(
+            writer,
+            {
+                "model": model,
+                "created_at": _now_iso(),
+                "message": {"role": "assistant", "content": b.final_chunk_content},
+                "done_reason": b.done_reason,
+                "done": True,
+                "total_duration": finished - started + b.load_duration_ns,
+                "load_duration": b.load_duration_ns,
+                "prompt_eval_count": max(1, prompt_chars // 4),
+                "prompt_eval_duration": max(1, first_token_at - started),
+                "eval_count": len(tokens) + (1 if b.final_chunk_content else 0),
+                "eval_duration": max(1, finished - first_token_at),
+            },
+            record,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model", action="append", default=None)
+    parser.add_argument("--first-token-ms", type=float, default=50.0)
+    parser.add_argument("--token-interval-ms", type=float, default=10.0)
+    parser.add_argument("--tokens", type=int, default=20, help="reply length in tokens (0: echo the prompt)")
+    args = parser.parse_args()
+    behaviour = OllamaBehaviour(
+        models=args.model or ["phi3:mini"],
+        first_token_delay_s=args.first_token_ms / 1000,
+        token_interval_s=args.token_interval_ms / 1000,
+        reply_tokens=[f" tok{i}" for i in range(args.tokens)] if args.tokens else None,
+    )
+    server = OllamaStandIn(behaviour, host=args.host, port=args.port).start()
+    print(f"Ollama stand-in on {server.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
