@@ -1,20 +1,159 @@
-"""/ws/chat consumer (being built: authentication and ping only so far)."""
+"""/ws/chat: the WebSocket protocol of DESIGN.md.
+
+Client frames: message, cancel, clear, ping. Server frames: start, token..., audio + binary,
+end, error, cleared, pong. One generation at a time per socket: a message sent while a
+reply is streaming gets the error `busy` (the client may cancel first). The generation runs
+in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
+Every bad frame gets an error frame and the socket stays open; a bad credential closes it
+with 4401, a cookie from a foreign Origin with 4403.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from typing import Any
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat.errors import EvaError
+from chat.generation import ChatGeneration, ChatRequest, content_validate
+from chat.services import session_clear, session_id_validate
+
+logger = logging.getLogger("chat.consumers")
+
+CLIENT_TYPES = ("message", "cancel", "clear", "ping")
+MAX_FRAME_CHARS = 64_000  # far above any valid message (CHAT_MAX_MESSAGE_CHARS of text + JSON)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class ChatConsumer(AsyncWebsocketConsumer):
+    generation: ChatGeneration | None = None
+    task: asyncio.Task[None] | None = None
+
     async def connect(self) -> None:
         await self.accept()
         error = self.scope.get("auth_error")
         if error:
-            await self.send_json({"type": "error", "code": error, "message": "Authentication failed."})
+            message = (
+                "This origin may not open a session-authenticated socket."
+                if error == "origin_not_allowed"
+                else "A valid API key (X-API-Key) with the chat scope, or a logged-in session, is required."
+            )
+            await self.send_error(error, message)
             await self.close(code=4403 if error == "origin_not_allowed" else 4401)
+            return
+        self.user_id = int(self.scope["user"].pk)
+        api_key = self.scope.get("api_key")
+        self.api_key_id = int(api_key.pk) if api_key is not None else None
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+    async def disconnect(self, code: int) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    # --- frames in -----------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.scope.get("auth_error"):
+            return  # the socket is closing
+        if text_data is None:
+            await self.send_error("invalid_frame", "Binary frames are not accepted; send JSON text frames.")
+            return
+        if len(text_data) > MAX_FRAME_CHARS:
+            await self.send_error("message_too_long", f"Frames are limited to {MAX_FRAME_CHARS} characters.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(frame, dict) or frame.get("type") not in CLIENT_TYPES:
+            kind = frame.get("type") if isinstance(frame, dict) else None
+            await self.send_error(
+                "unknown_type", f"Unknown frame type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}."
+            )
+            return
+        handler = getattr(self, f"on_{frame['type']}")
+        try:
+            await handler(frame)
+        except EvaError as exc:
+            await self.send_error(exc.code, exc.message)
+
+    async def on_ping(self, frame: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def on_message(self, frame: dict[str, Any]) -> None:
+        content = content_validate(frame.get("content"))
+        session_id = session_id_validate(frame.get("session_id", "default"))
+        voice = frame.get("voice", False)
+        if not isinstance(voice, bool):
+            await self.send_error("invalid_message", "voice must be true or false.")
+            return
+        if self.task is not None and not self.task.done():
+            await self.send_error("busy", "A reply is still streaming: wait for its end, or send cancel first.")
+            return
+        request = ChatRequest(
+            user_id=self.user_id, api_key_id=self.api_key_id, session_id=session_id, content=content, channel="ws"
+        )
+        speech = self._speech(frame.get("voice_name")) if voice else None
+        self.generation = ChatGeneration(request, speech=speech)
+        self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
+
+    async def on_cancel(self, frame: dict[str, Any]) -> None:
+        task, generation = self.task, self.generation
+        if task is None or task.done() or generation is None:
+            await self.send_error("nothing_to_cancel", "No reply is streaming.")
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        if task.cancelled():  # else it had just ended and sent its own end frame
+            await self.send_json(generation.end_frame("cancelled"))
+
+    async def on_clear(self, frame: dict[str, Any]) -> None:
+        session_id = session_id_validate(frame.get("session_id", "default"))
+        if self.task is not None and not self.task.done() and self.generation is not None:
+            if self.generation.request.session_id == session_id:
+                await self.send_error("busy", "Cancel the reply in flight before clearing its conversation.")
+                return
+        await database_sync_to_async(session_clear)(owner_id=self.user_id, session_id=session_id)
+        await self.send_json({"type": "cleared", "session_id": session_id})
+
+    # --- the generation task ----------------------------------------------------------
+    async def _relay(self, generation: ChatGeneration) -> None:
+        frames = generation.frames()
+        try:
+            async for frame in frames:
+                await self.send_json(frame)
+        except EvaError as exc:
+            await self.send_error(exc.code, exc.message, request_id=generation.request_id)
+        except Exception:
+            logger.exception("chat generation %s failed", generation.request_id)
+            await self.send_error("internal_error", "Something went wrong on our side.", request_id=generation.request_id)
+        finally:
+            await frames.aclose()
+
+    def _speech(self, voice_name: object) -> Any:
+        from voice.speech_stream import SpeechStream
+
+        return SpeechStream(
+            voice=voice_name if isinstance(voice_name, str) else None,
+            send_json=self.send_json,
+            send_bytes=self.send_audio,
+        )
+
+    # --- frames out -------------------------------------------------------------------
+    async def send_json(self, content: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+
+    async def send_audio(self, data: bytes) -> None:
+        await self.send(bytes_data=data)
+
+    async def send_error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message, **extra})

@@ -1,5 +1,15 @@
-"""Page and non-API URLs of the chat app."""
+"""Page URLs of the chat app: the chat at "/", the API keys page, log in, log out, sign up."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from chat import views
+
+urlpatterns = [
+    path("", views.chat_page, name="chat-page"),
+    path("keys/", views.keys_page, name="keys-page"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.LogoutView.as_view(), name="logout"),
+    # Always routed, so that turning SIGNUP_ENABLED on or off needs no URL reload; the view
+    # answers 404 while sign-up is off.
+    path("signup/", views.signup, name="signup"),
+]

@@ -243,8 +243,22 @@ BREAKER_COOLDOWN_S = envfloat("BREAKER_COOLDOWN_S", 30.0, minimum=0.0)
 
 # --- chat -------------------------------------------------------------------------------
 CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 8000, minimum=1)
-RATE_LIMIT_PER_KEY = envstr("RATE_LIMIT_PER_KEY", "60/minute")
-RATE_LIMIT_PER_USER = envstr("RATE_LIMIT_PER_USER", "120/minute")
+
+
+def envratelimit(name: str, default: str) -> str:
+    """A rate such as `60/minute` or `1000/hour` (the `limits` library's notation)."""
+    from limits import parse
+
+    value = envstr(name, default)
+    try:
+        parse(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must look like 60/minute or 1000/hour, got {value!r}") from None
+    return value
+
+
+RATE_LIMIT_PER_KEY = envratelimit("RATE_LIMIT_PER_KEY", "60/minute")
+RATE_LIMIT_PER_USER = envratelimit("RATE_LIMIT_PER_USER", "120/minute")
 
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")

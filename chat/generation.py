@@ -1,0 +1,232 @@
+"""One chat request from message to reply, shared by the WebSocket, REST and SSE edges.
+
+`ChatGeneration.frames()` yields the protocol's frames as dicts: `start`, `token`..., then
+`end`, or an `error` frame when the backend fails after the start. Failures before the start
+(bad input, rate limit, no backend) raise EvaError instead, so that HTTP can answer with a
+status code. Closing the iterator early (cancel, disconnect) stores the partial reply and
+records the request as cancelled; the upstream HTTP request is closed with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from chat.errors import EvaError, InvalidInput
+from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
+from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
+from chat.models import ChatMessage
+from chat.ratelimit import rate_limit_check
+from chat.services import chat_turn_begin, chat_turn_finish, session_id_validate
+from metrics.models import Status
+from metrics.recorder import record_metric
+
+logger = logging.getLogger("chat.generation")
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+class Speech(Protocol):
+    """What generation needs from a speaker (voice.speech_stream.SpeechStream)."""
+
+    first_audio_ms: float | None
+
+    def feed(self, text: str) -> None: ...
+
+    async def finish(self) -> None: ...
+
+    def cancel(self) -> None: ...
+
+
+def content_validate(content: object) -> str:
+    """A user message: a non-empty string of at most CHAT_MAX_MESSAGE_CHARS characters."""
+    if not isinstance(content, str):
+        raise InvalidInput("content must be a string.", code="invalid_message")
+    if not content.strip():
+        raise InvalidInput("The message is empty.", code="empty_message")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise InvalidInput(
+            f"The message has {len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}.",
+            code="message_too_long",
+        )
+    return content
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    user_id: int
+    api_key_id: int | None
+    session_id: str
+    content: str
+    channel: str  # ws | rest | sse
+
+
+class ChatGeneration:
+    """State of one reply; readable by the edge after the stream ends or is cancelled."""
+
+    def __init__(self, request: ChatRequest, *, provider: FallbackProvider | None = None, speech: Speech | None = None) -> None:
+        self.request = request
+        self.request_id = str(uuid.uuid4())
+        self.provider = provider or default_provider()
+        self.speech = speech
+        self.received_at = time.perf_counter()
+        self.backend = ""
+        self.model = ""
+        self.parts: list[str] = []
+        self.ttft_ms: float | None = None
+        self.total_ms: float | None = None
+        self.token_count = 0
+        self.done: Done | None = None
+        self.fell_back = False
+        self.session_pk: int | None = None
+        self.finished = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def _elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.received_at) * 1000, 3)
+
+    def end_frame(self, done_reason: str) -> dict[str, Any]:
+        tokens = self.done.tokens_out if self.done and self.done.tokens_out is not None else self.token_count
+        return {
+            "type": "end",
+            "request_id": self.request_id,
+            "session_id": self.request.session_id,
+            "backend": self.backend,
+            "model": self.model,
+            "ttft_ms": self.ttft_ms,
+            "total_ms": self.total_ms if self.total_ms is not None else self._elapsed_ms(),
+            "tokens": tokens,
+            "done_reason": done_reason,
+        }
+
+    async def frames(self) -> AsyncIterator[dict[str, Any]]:
+        request = self.request
+        content_validate(request.content)
+        session_id_validate(request.session_id)
+        await rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id)
+        turn = await database_sync_to_async(chat_turn_begin)(
+            owner_id=request.user_id, session_id=request.session_id, content=request.content, request_id=self.request_id
+        )
+        self.session_pk = turn.session_pk
+        stream = self.provider.stream(turn.llm_messages)
+        try:
+            try:
+                start = await anext(stream)
+            except NoBackendAvailable as exc:
+                self._record(status=Status.ERROR, error_code=exc.code)
+                self.finished = True
+                raise EvaError(exc.message, code=exc.code, status=503) from None
+            assert isinstance(start, StreamStart)
+            self.backend, self.model, self.fell_back = start.backend, start.model, start.fell_back
+            yield {
+                "type": "start",
+                "request_id": self.request_id,
+                "session_id": request.session_id,
+                "backend": self.backend,
+                "model": self.model,
+            }
+            try:
+                async for chunk in stream:
+                    if isinstance(chunk, Token):
+                        if self.ttft_ms is None:
+                            self.ttft_ms = self._elapsed_ms()
+                        self.parts.append(chunk.text)
+                        self.token_count += 1
+                        if self.speech is not None:
+                            self.speech.feed(chunk.text)
+                        yield {"type": "token", "content": chunk.text}
+                    elif isinstance(chunk, Done):
+                        self.done = chunk
+            except StreamFailed as exc:
+                status = ChatMessage.Status.PARTIAL if self.parts else ChatMessage.Status.ERROR
+                self.total_ms = self._elapsed_ms()
+                self.finished = True
+                await self._store_reply(status=status)
+                self._record(status=Status.ERROR, error_code="upstream_error")
+                yield {
+                    "type": "error",
+                    "code": "upstream_error",
+                    "message": f"The model stopped in the middle of the reply ({exc.message}). The partial reply was kept.",
+                    "request_id": self.request_id,
+                }
+                return
+            if self.speech is not None:
+                await self.speech.finish()
+            self.total_ms = self._elapsed_ms()
+            self.finished = True
+            await self._store_reply(status=ChatMessage.Status.COMPLETE)
+            self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
+            yield self.end_frame(self.done.done_reason if self.done else "stop")
+        finally:
+            if not self.finished:  # cancelled by the client, or the connection went away
+                self.finished = True
+                self.total_ms = self._elapsed_ms()
+                if self.speech is not None:
+                    self.speech.cancel()
+                self._record(status=Status.CANCELLED, error_code="cancelled")
+                if self.parts:
+                    _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
+            await stream.aclose()
+
+    async def _store_reply(self, *, status: str) -> None:
+        assert self.session_pk is not None
+        await database_sync_to_async(chat_turn_finish)(
+            session_pk=self.session_pk,
+            content=self.text,
+            status=status,
+            backend=self.backend,
+            model=self.model,
+            request_id=self.request_id,
+        )
+
+    def _record(self, *, status: str, error_code: str = "") -> None:
+        done = self.done or Done()
+        record_metric(
+            request_id=self.request_id,
+            user_id=self.request.user_id,
+            api_key_id=self.request.api_key_id,
+            session_id=self.request.session_id,
+            channel=self.request.channel,
+            backend=self.backend,
+            model=self.model,
+            status=status,
+            error_code=error_code,
+            ttft_ms=self.ttft_ms,
+            total_ms=self.total_ms if self.total_ms is not None else self._elapsed_ms(),
+            time_to_first_audio_ms=getattr(self.speech, "first_audio_ms", None),
+            tokens_in=done.tokens_in,
+            tokens_out=done.tokens_out if done.tokens_out is not None else self.token_count,
+            upstream_load_ms=done.upstream_load_ms,
+            upstream_prompt_ms=done.upstream_prompt_ms,
+            upstream_generation_ms=done.upstream_generation_ms,
+            upstream_queue_ms=done.upstream_queue_ms,
+        )
+
+
+def _in_background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background chat write failed", exc_info=task.exception())
+
+
+async def drain_background_writes() -> None:
+    """Wait for writes started after a cancel (tests, shutdown)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)

@@ -1,0 +1,155 @@
+"""Ollama backend: POST /api/chat with stream=true, NDJSON out. The only module using httpx for Ollama.
+
+Ollama's stream is one JSON object per line: `{"message": {"content": ...}, "done": false}`
+for each piece, then a `done: true` object that may still carry content and reports
+load_duration, prompt_eval_count, prompt_eval_duration, eval_count and eval_duration in
+nanoseconds. An `{"error": ...}` line can arrive in the middle of a 200 stream.
+Closing the response (our task cancelled) closes the connection, which makes Ollama stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+from chat.llm.base import BackendUnavailable, ChatMessages, Chunk, Done, StreamFailed, Token
+
+logger = logging.getLogger("chat.llm.ollama")
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def shared_client() -> httpx.AsyncClient:
+    """One pooled client per event loop (a server has one loop; tests have many)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100), trust_env=False
+        )
+        _clients[loop] = client
+    return client
+
+
+def _ms(nanoseconds: Any) -> float | None:
+    return round(nanoseconds / 1e6, 3) if isinstance(nanoseconds, int | float) else None
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("error") or raw.decode(errors="replace"))
+    except (ValueError, AttributeError):
+        return raw.decode(errors="replace")[:300]
+
+
+class OllamaBackend:
+    name = "ollama"
+
+    @property
+    def model(self) -> str:
+        return str(settings.OLLAMA_MODEL)
+
+    def is_configured(self) -> bool:
+        return bool(settings.OLLAMA_URL and settings.OLLAMA_MODEL)
+
+    def _payload(self, messages: ChatMessages) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "keep_alive": _keep_alive(),
+            "options": {
+                "num_predict": settings.LLM_NUM_PREDICT,
+                "num_ctx": settings.LLM_NUM_CTX,
+                "temperature": settings.LLM_TEMPERATURE,
+            },
+        }
+
+    async def stream(self, messages: ChatMessages) -> AsyncIterator[Chunk]:
+        timeout = httpx.Timeout(
+            connect=settings.OLLAMA_CONNECT_TIMEOUT_S, read=settings.LLM_TOKEN_IDLE_TIMEOUT_S, write=10.0, pool=10.0
+        )
+        url = f"{settings.OLLAMA_URL}/api/chat"
+        started = False
+        try:
+            async with shared_client().stream("POST", url, json=self._payload(messages), timeout=timeout) as response:
+                if response.status_code != 200:
+                    detail = _error_text(await response.aread())
+                    hint = f" (run `ollama pull {self.model}`)" if response.status_code == 404 else ""
+                    raise BackendUnavailable(
+                        f"Ollama answered {response.status_code}: {detail}{hint}", backend=self.name, status=response.status_code
+                    )
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        data = json.loads(line)
+                    except ValueError:
+                        raise self._failure(started, f"Ollama sent a line that is not JSON: {line[:100]!r}") from None
+                    if data.get("error"):
+                        raise self._failure(started, f"Ollama reported an error: {data['error']}")
+                    content = (data.get("message") or {}).get("content") or ""
+                    if content:
+                        started = True
+                        yield Token(content)
+                    if data.get("done"):
+                        yield Done(
+                            done_reason=str(data.get("done_reason") or "stop"),
+                            tokens_in=data.get("prompt_eval_count"),
+                            tokens_out=data.get("eval_count"),
+                            upstream_load_ms=_ms(data.get("load_duration")),
+                            upstream_prompt_ms=_ms(data.get("prompt_eval_duration")),
+                            upstream_generation_ms=_ms(data.get("eval_duration")),
+                        )
+                        return
+                raise self._failure(started, "Ollama closed the stream before it was done")
+        except httpx.TimeoutException as exc:
+            raise self._failure(started, f"Ollama stopped answering ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            where = f"at {settings.OLLAMA_URL}"
+            raise self._failure(started, f"Ollama is not reachable {where} ({type(exc).__name__}); start it with `ollama serve`") from None
+
+    def _failure(self, started: bool, message: str) -> BackendUnavailable | StreamFailed:
+        cls = StreamFailed if started else BackendUnavailable
+        return cls(message, backend=self.name)
+
+
+def _keep_alive() -> int | str:
+    value = str(settings.OLLAMA_KEEP_ALIVE)
+    try:
+        return int(value)
+    except ValueError:
+        return value  # durations such as "10m" are passed through
+
+
+async def ollama_warmup() -> bool:
+    """Ask Ollama to load the model (empty messages + keep_alive) so the first user does not wait."""
+    payload = {"model": settings.OLLAMA_MODEL, "messages": [], "keep_alive": _keep_alive()}
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), trust_env=False) as client:
+            response = await client.post(f"{settings.OLLAMA_URL}/api/chat", json=payload)
+        if response.status_code != 200:
+            logger.warning("Ollama warm-up: %s answered %s: %s", settings.OLLAMA_URL, response.status_code, _error_text(response.content))
+            return False
+        logger.info("Ollama warm-up: model %s is loaded", settings.OLLAMA_MODEL)
+        return True
+    except httpx.HTTPError as exc:
+        logger.warning("Ollama warm-up: %s not reachable (%s); chat will fall back if configured", settings.OLLAMA_URL, type(exc).__name__)
+        return False
+
+
+def start_warmup_in_background() -> threading.Thread | None:
+    """Run the warm-up in a daemon thread: never blocks or fails server start-up."""
+    if not settings.OLLAMA_WARMUP or "ollama" not in settings.LLM_BACKENDS:
+        return None
+    thread = threading.Thread(target=lambda: asyncio.run(ollama_warmup()), name="ollama-warmup", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,127 @@
+"""Writes of chat data: conversations and their messages. Keyword-only, one transaction each."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat.errors import InvalidInput
+from chat.models import ChatMessage, ChatSession
+from chat.selectors import session_history, session_of
+
+SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+TITLE_MAX = 200
+
+
+def session_id_validate(session_id: object) -> str:
+    """A client's session name: 1-100 characters of letters, digits and _ . : -"""
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.match(session_id):
+        raise InvalidInput(
+            "session_id must be 1 to 100 characters of letters, digits, '_', '.', ':' or '-'.", code="invalid_session_id"
+        )
+    return session_id
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+def _session_get_or_create(*, owner_id: int, session_id: str, title: str = "") -> ChatSession:
+    try:
+        with transaction.atomic():
+            session, _ = ChatSession.objects.get_or_create(
+                owner_id=owner_id, session_id=session_id, defaults={"title": title}
+            )
+    except IntegrityError:  # two first messages raced; the other one created it
+        session = ChatSession.objects.get(owner_id=owner_id, session_id=session_id)
+    return session
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    session_pk: int
+    llm_messages: list[dict[str, str]]
+    user_message_pk: int
+
+
+def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None) -> TurnStart:
+    """Store the user's message and return what goes to the model: system prompt, history, message."""
+    now = at or timezone.now()
+    session = _session_get_or_create(owner_id=owner_id, session_id=session_id, title=_title_from(content))
+    history = session_history(session_pk=session.pk, turns=settings.LLM_HISTORY_TURNS)
+    with transaction.atomic():
+        message = ChatMessage.objects.create(
+            session=session, role=ChatMessage.Role.USER, content=content, request_id=request_id, created_at=now
+        )
+        updates = {"updated_at": now}
+        if not session.title:
+            updates["title"] = _title_from(content)
+        ChatSession.objects.filter(pk=session.pk).update(**updates)
+    system = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}] if settings.LLM_SYSTEM_PROMPT else []
+    return TurnStart(
+        session_pk=session.pk,
+        llm_messages=[*system, *history, {"role": "user", "content": content}],
+        user_message_pk=message.pk,
+    )
+
+
+def chat_turn_finish(
+    *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str
+) -> ChatMessage:
+    """Store the assistant's reply (complete, partial or error)."""
+    now = timezone.now()
+    message = ChatMessage.objects.create(
+        session_id=session_pk,
+        role=ChatMessage.Role.ASSISTANT,
+        content=content,
+        status=status,
+        backend=backend,
+        model=model,
+        request_id=request_id,
+        created_at=now,
+    )
+    ChatSession.objects.filter(pk=session_pk).update(updated_at=now)
+    return message
+
+
+def session_create(*, owner_id: int, session_id: str | None = None, title: str = "") -> ChatSession:
+    """Create a conversation; a random session_id when none is given. An existing name is InvalidInput."""
+    session_id = session_id_validate(session_id) if session_id is not None else f"s-{secrets.token_hex(6)}"
+    title = (title or "").strip()[:TITLE_MAX]
+    try:
+        with transaction.atomic():
+            return ChatSession.objects.create(owner_id=owner_id, session_id=session_id, title=title)
+    except IntegrityError:
+        raise InvalidInput(f"A conversation named {session_id!r} already exists.", code="session_exists", status=409) from None
+
+
+def session_rename(*, owner_id: int, session_id: str, title: str) -> ChatSession:
+    title = (title or "").strip()
+    if not title or len(title) > TITLE_MAX:
+        raise InvalidInput(f"A title has 1 to {TITLE_MAX} characters.", code="invalid_title")
+    session = session_of(owner_id=owner_id, session_id=session_id)
+    session.title = title
+    session.save(update_fields=["title"])
+    return session
+
+
+def session_delete(*, owner_id: int, session_id: str) -> None:
+    session_of(owner_id=owner_id, session_id=session_id).delete()
+
+
+def session_clear(*, owner_id: int, session_id: str) -> int:
+    """Forget a conversation's messages; clearing a conversation that does not exist is a no-op."""
+    session = ChatSession.objects.filter(owner_id=owner_id, session_id=session_id).first()
+    if session is None:
+        return 0
+    deleted, _ = ChatMessage.objects.filter(session=session).delete()
+    return deleted
+
+
