@@ -62,7 +62,8 @@ class GroqBackend:
                 model=self.model,
                 messages=messages,  # type: ignore[arg-type]
                 stream=True,
-                stream_options={"include_usage": True},
+                # This SDK version has no stream_options argument; the API accepts it in the body.
+                extra_body={"stream_options": {"include_usage": True}},
                 max_tokens=settings.LLM_NUM_PREDICT,
                 temperature=settings.LLM_TEMPERATURE,
             )

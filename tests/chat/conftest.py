@@ -30,3 +30,17 @@ def user_key():
         return user, api_key_create(owner=user, name=f"{username}-key", scopes=scopes)[1]
 
     return make
+
+
+@pytest.fixture
+def groq_cloud(settings):
+    """The Groq stand-in, reached by the real groq SDK through GROQ_BASE_URL."""
+    from tests.standins.groq_server import GroqStandIn
+
+    server = GroqStandIn().start()
+    settings.GROQ_API_KEY = "gsk_test_standin"
+    settings.GROQ_BASE_URL = server.url
+    settings.GROQ_MODEL = "llama-3.1-8b-instant"
+    settings.GROQ_MAX_RETRIES = 0
+    yield server
+    server.stop()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from tests.standins.loopback_http import LoopbackHTTPServer
+
 
 @dataclass
 class OllamaBehaviour:
@@ -58,143 +60,57 @@ def echo_tokens(messages: list[dict[str, Any]]) -> list[str]:
     return [words[0]] + [" " + word for word in words[1:]]
 
 
-class OllamaStandIn:
+class OllamaStandIn(LoopbackHTTPServer):
     def __init__(self, behaviour: OllamaBehaviour | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.behaviour = behaviour or OllamaBehaviour()
-        self.host = host
-        self.port = port
         self.requests: list[RecordedRequest] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def chat_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/api/chat" and r.body.get("messages")]
 
-    # --- lifecycle ---------------------------------------------------------------------
-    def start(self) -> OllamaStandIn:
-        self._thread = threading.Thread(target=self._run, name="ollama-standin", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("Ollama stand-in did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(5)
-
-    def __enter__(self) -> OllamaStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            self._server.close()
-            self._loop.close()
-
-    # --- HTTP ----------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                request_line = await reader.readline()
-                if not request_line:
-                    return
-                method, path, _ = request_line.decode("latin1").split(" ", 2)
-                headers: dict[str, str] = {}
-                while True:
-                    line = await reader.readline()
-                    if line in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = line.decode("latin1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                raw = await reader.readexactly(length) if length else b""
-                keep_open = await self._route(method, path, raw, reader, writer)
-                if not keep_open:
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            return
-        finally:
-            writer.close()
-
-    async def _route(
-        self, method: str, path: str, raw: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    async def route(
+        self, method: str, path: str, headers: dict[str, str], raw: bytes,
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     ) -> bool:
         if method == "GET" and path in ("/", "/api/version"):
             body = b"Ollama is running" if path == "/" else b'{"version":"0.12.0"}'
-            await self._send(writer, 200, body, "text/plain; charset=utf-8" if path == "/" else "application/json")
+            await self.send(writer, 200, body, "text/plain; charset=utf-8" if path == "/" else "application/json")
             return True
         if method == "GET" and path == "/api/tags":
             models = [
                 {"name": m, "model": m, "modified_at": _now_iso(), "size": 2_176_178_913, "digest": "a" * 64}
                 for m in self.behaviour.models
             ]
-            await self._send_json(writer, 200, {"models": models})
+            await self.send_json(writer, 200, {"models": models})
             return True
         if method == "POST" and path == "/api/chat":
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError as exc:
-                await self._send_json(writer, 400, {"error": f"invalid character: {exc}"})
+                await self.send_json(writer, 400, {"error": f"invalid character: {exc}"})
                 return True
             record = RecordedRequest(path=path, body=body, received_at=time.perf_counter())
             self.requests.append(record)
             await self._chat(body, record, reader, writer)
             return False
-        await self._send(writer, 404, b"404 page not found", "text/plain")
+        await self.send(writer, 404, b"404 page not found", "text/plain")
         return True
-
-    async def _send(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error", 503: "Service Unavailable"}
-        head = (
-            f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
-            f"Date: {datetime.now(timezone.utc):%a, %d %b %Y %H:%M:%S GMT}\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
-        writer.write(head.encode("latin1") + body)
-        await writer.drain()
-
-    async def _send_json(self, writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]) -> None:
-        await self._send(writer, status, json.dumps(payload).encode(), "application/json; charset=utf-8")
 
     async def _chunk(self, writer: asyncio.StreamWriter, payload: dict[str, Any], record: RecordedRequest) -> None:
         line = json.dumps(payload, separators=(",", ":")).encode() + b"\n"
-        writer.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
         try:
-            await writer.drain()
+            await self.write_chunk(writer, line)
         except ConnectionError:
             record.client_disconnected = True
             raise
 
-    async def _wait_or_hangup(self, reader: asyncio.StreamReader, seconds: float, record: RecordedRequest) -> None:
-        """Sleep, but notice at once when the client closes the connection."""
-        if seconds <= 0:
-            return
+    async def _hangup_aware_wait(self, reader: asyncio.StreamReader, seconds: float, record: RecordedRequest) -> None:
         try:
-            data = await asyncio.wait_for(reader.read(1), timeout=seconds)
-        except asyncio.TimeoutError:
-            return
-        if data == b"":
+            await self.wait_or_hangup(reader, seconds)
+        except ConnectionResetError:
             record.client_disconnected = True
-            raise ConnectionResetError("client hung up")
+            raise
 
     async def _chat(
         self, body: dict[str, Any], record: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -202,20 +118,15 @@ class OllamaStandIn:
         b = self.behaviour
         model = body.get("model", "")
         if model not in b.models:
-            await self._send_json(writer, 404, {"error": f"model '{model}' not found"})
+            await self.send_json(writer, 404, {"error": f"model '{model}' not found"})
             return
         if b.mode == "busy":
-            await self._send_json(writer, 503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
+            await self.send_json(writer, 503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
             return
         if b.mode == "http_500":
-            await self._send_json(writer, 500, {"error": "llama runner process has terminated: exit status 2"})
+            await self.send_json(writer, 500, {"error": "llama runner process has terminated: exit status 2"})
             return
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
-            + f"Date: {datetime.now(timezone.utc):%a, %d %b %Y %H:%M:%S GMT}\r\n".encode()
-            + b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        await writer.drain()
+        await self.start_chunked(writer, "application/x-ndjson")
         messages = body.get("messages") or []
         started = time.perf_counter_ns()
         try:
@@ -228,8 +139,7 @@ class OllamaStandIn:
                 )
             else:
                 await self._stream_tokens(body, messages, record, reader, writer, started)
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+            await self.end_chunked(writer)
             record.finished = True
         except ConnectionError:
             record.client_disconnected = True
@@ -247,18 +157,18 @@ class OllamaStandIn:
         model = body["model"]
         tokens = list(b.reply_tokens) if b.reply_tokens is not None else echo_tokens(messages)
         if b.mode == "stall":
-            await self._wait_or_hangup(reader, 3600, record)
+            await self._hangup_aware_wait(reader, 3600, record)
             return
-        await self._wait_or_hangup(reader, b.first_token_delay_s, record)
+        await self._hangup_aware_wait(reader, b.first_token_delay_s, record)
         first_token_at = time.perf_counter_ns()
         for index, token in enumerate(tokens):
             if index:
-                await self._wait_or_hangup(reader, b.token_interval_s, record)
+                await self._hangup_aware_wait(reader, b.token_interval_s, record)
             if b.mode == "error_mid_stream" and index == b.error_after_tokens:
                 await self._chunk(writer, {"error": "an error was encountered while running the model: unexpected EOF"}, record)
                 return
             if b.mode == "stall_after_first" and index == 1:
-                await self._wait_or_hangup(reader, 3600, record)
+                await self._hangup_aware_wait(reader, 3600, record)
                 return
             await self._chunk(
                 writer,
