@@ -1,0 +1,446 @@
+// The chat page: wires the conversation list, the thread, the composer, the socket and voice.
+//
+// One reply streams at a time (the server answers "busy" otherwise). A reply stays "in
+// flight" until the server's end or error frame for it arrives, even when the person stops
+// it or opens another conversation, so that late frames are never mistaken for the next reply.
+
+import { api } from "./api.js";
+import { ConversationList, UNTITLED, titleOf } from "./conversations.js";
+import { ChatSocket } from "./socket.js";
+import { AssistantMessage, historyMessage, userMessage } from "./thread.js";
+import { VoicePlayer } from "./voice.js";
+
+const PAGE_SIZE = 50;
+const CANCEL_GRACE_MS = 5000;
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const byId = (id) => document.getElementById(id);
+const ui = {
+  layout: byId("chat-layout"),
+  sidebar: byId("conversations"),
+  toggleSidebar: byId("toggle-sidebar"),
+  newButton: byId("new-conversation"),
+  title: byId("conversation-title"),
+  status: byId("connection-status"),
+  statusText: byId("connection-text"),
+  reconnect: byId("reconnect-now"),
+  scroller: byId("messages"),
+  messages: byId("message-list"),
+  emptyThread: byId("empty-thread"),
+  loadEarlier: byId("load-earlier"),
+  notice: byId("page-notice"),
+  noticeText: byId("page-notice-text"),
+  form: byId("composer"),
+  input: byId("message-input"),
+  counter: byId("char-count"),
+  send: byId("send-button"),
+  stop: byId("stop-button"),
+  voice: byId("voice-toggle"),
+  announcer: byId("announcer"),
+};
+
+const state = { sessionId: null, reply: null, pendingAudio: null, oldestOffset: 0, loadToken: 0 };
+
+const conversations = new ConversationList(byId("conversation-list"), byId("conversation-empty"), {
+  onOpen: (sessionId) => openConversation(sessionId, { focusInput: true }),
+  onDeleted: (sessionId) => {
+    if (sessionId === state.sessionId) startDraft();
+    announce("Conversation deleted.");
+  },
+  onError: (error) => showNotice(error.message),
+});
+
+const player = new VoicePlayer({
+  onPlay: (seq, { message }) => message && message.audioPlayed(seq),
+  onError: (seq, error) => showNotice(`Could not play the audio of sentence ${seq + 1}: ${error.message}`),
+});
+
+const socket = new ChatSocket(config.wsPath, { onFrame: handleFrame, onAudio: handleAudio, onState: handleSocketState });
+
+// --- small page helpers -----------------------------------------------------------------
+
+function announce(text) {
+  ui.announcer.textContent = "";
+  setTimeout(() => (ui.announcer.textContent = text), 30);
+}
+
+function showNotice(text) {
+  ui.noticeText.textContent = text;
+  ui.notice.hidden = false;
+}
+
+function hideNotice() {
+  ui.notice.hidden = true;
+}
+
+function nearBottom() {
+  const { scrollTop, scrollHeight, clientHeight } = ui.scroller;
+  return scrollHeight - scrollTop - clientHeight < 80;
+}
+
+function scrollToBottom() {
+  ui.scroller.scrollTop = ui.scroller.scrollHeight;
+}
+
+function setBusy(busy) {
+  ui.send.hidden = busy;
+  ui.stop.hidden = !busy;
+  ui.stop.disabled = false;
+  ui.layout.dataset.busy = busy ? "true" : "false";
+  if (!busy && ui.stop.contains(document.activeElement)) ui.input.focus();
+}
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+  const length = ui.input.value.length;
+  const left = config.maxMessageChars - length;
+  ui.counter.hidden = left > Math.min(500, config.maxMessageChars / 5);
+  ui.counter.textContent = left >= 0 ? `${left} characters left` : `${-left} characters too many`;
+  ui.counter.classList.toggle("over", left < 0);
+}
+
+function setSidebarOpen(open) {
+  ui.sidebar.dataset.open = open ? "true" : "false";
+  ui.toggleSidebar.setAttribute("aria-expanded", open ? "true" : "false");
+}
+
+function rememberConversation(sessionId) {
+  const url = new URL(location.href);
+  if (sessionId) url.searchParams.set("c", sessionId);
+  else url.searchParams.delete("c");
+  history.replaceState(null, "", url);
+}
+
+// --- conversations ----------------------------------------------------------------------
+
+function leaveReply() {
+  // The reply in flight belongs to the conversation being left: stop it, keep listening for its end.
+  if (state.reply) cancelReply();
+  player.stop();
+}
+
+function startDraft() {
+  leaveReply();
+  state.sessionId = null;
+  state.loadToken += 1;
+  conversations.setCurrent(null);
+  rememberConversation(null);
+  ui.title.textContent = UNTITLED;
+  ui.messages.replaceChildren();
+  ui.loadEarlier.hidden = true;
+  ui.emptyThread.hidden = false;
+  document.title = "EVA";
+}
+
+async function openConversation(sessionId, { focusInput = false } = {}) {
+  if (sessionId !== state.sessionId) leaveReply();
+  state.sessionId = sessionId;
+  const token = ++state.loadToken;
+  conversations.setCurrent(sessionId);
+  rememberConversation(sessionId);
+  const title = titleOf(conversations.find(sessionId));
+  ui.title.textContent = title;
+  document.title = `${title} · EVA`;
+  ui.messages.replaceChildren();
+  ui.emptyThread.hidden = true;
+  ui.loadEarlier.hidden = true;
+  ui.layout.dataset.loading = "true";
+  setSidebarOpen(false);
+  if (focusInput) ui.input.focus();
+  const path = `/sessions/${encodeURIComponent(sessionId)}/messages`;
+  try {
+    let page = await api(`${path}?limit=${PAGE_SIZE}&offset=0`);
+    if (page.count > PAGE_SIZE) page = await api(`${path}?limit=${PAGE_SIZE}&offset=${page.count - PAGE_SIZE}`);
+    if (token !== state.loadToken) return;
+    state.oldestOffset = Math.max(0, page.count - PAGE_SIZE);
+    ui.messages.replaceChildren(...page.items.map(historyMessage));
+    ui.emptyThread.hidden = page.items.length > 0;
+    ui.loadEarlier.hidden = state.oldestOffset === 0;
+    scrollToBottom();
+  } catch (error) {
+    if (token !== state.loadToken) return;
+    if (error.status === 404) {
+      await conversations.refresh().catch(() => {});
+      startDraft();
+      showNotice("That conversation no longer exists.");
+    } else {
+      showNotice(`Could not load the messages: ${error.message}`);
+    }
+  } finally {
+    if (token === state.loadToken) ui.layout.dataset.loading = "false";
+  }
+}
+
+async function loadEarlier() {
+  const sessionId = state.sessionId;
+  const offset = Math.max(0, state.oldestOffset - PAGE_SIZE);
+  const limit = state.oldestOffset - offset;
+  try {
+    const page = await api(`/sessions/${encodeURIComponent(sessionId)}/messages?limit=${limit}&offset=${offset}`);
+    if (sessionId !== state.sessionId) return;
+    const before = ui.scroller.scrollHeight;
+    ui.messages.prepend(...page.items.map(historyMessage));
+    ui.scroller.scrollTop += ui.scroller.scrollHeight - before;
+    state.oldestOffset = offset;
+    ui.loadEarlier.hidden = offset === 0;
+  } catch (error) {
+    showNotice(`Could not load earlier messages: ${error.message}`);
+  }
+}
+
+async function afterReply(sessionId, firstMessage) {
+  try {
+    await conversations.refresh();
+    const session = conversations.find(sessionId);
+    if (session && !session.title && firstMessage) {
+      const title = firstMessage.replace(/\s+/g, " ").trim().slice(0, 60);
+      await conversations.rename(sessionId, title);
+    }
+    if (sessionId === state.sessionId) {
+      ui.title.textContent = titleOf(conversations.find(sessionId));
+      document.title = `${ui.title.textContent} · EVA`;
+    }
+  } catch {
+    // The list refreshes again after the next reply; the chat itself is not affected.
+  }
+}
+
+// --- sending and streaming --------------------------------------------------------------
+
+async function sendMessage(content) {
+  content = content.trim();
+  if (!content || state.reply) return;
+  if (content.length > config.maxMessageChars) {
+    showNotice(`A message can be at most ${config.maxMessageChars} characters.`);
+    return;
+  }
+  if (!socket.isOpen) {
+    showNotice("Not connected right now: your message is kept, send it again once the connection is back.");
+    return;
+  }
+  hideNotice();
+  if (ui.voice.checked) player.unlock(); // inside the key press or click: browsers allow audio then
+  if (!state.sessionId) {
+    try {
+      const session = await conversations.create();
+      state.sessionId = session.session_id;
+      conversations.setCurrent(session.session_id);
+      rememberConversation(session.session_id);
+    } catch (error) {
+      showNotice(`Could not start a conversation: ${error.message}`);
+      return;
+    }
+  }
+  const firstMessage = ui.messages.children.length === 0 ? content : null;
+  ui.input.value = "";
+  autosize();
+  ui.emptyThread.hidden = true;
+  ui.messages.append(userMessage(content, { createdAt: new Date().toISOString() }));
+  beginReply(content, firstMessage);
+}
+
+function beginReply(content, firstMessage = null) {
+  const message = new AssistantMessage();
+  ui.messages.append(message.element);
+  scrollToBottom();
+  const reply = { message, content, firstMessage, sessionId: state.sessionId, cancelTimer: null };
+  state.reply = reply;
+  state.pendingAudio = null;
+  setBusy(true);
+  const sent = socket.send({ type: "message", content, session_id: state.sessionId, voice: ui.voice.checked });
+  if (!sent) failReply(reply, { code: "connection_lost", message: "" });
+}
+
+function retryFor(reply) {
+  return () => {
+    if (state.reply) {
+      showNotice("Wait for the current reply to finish, or stop it, before retrying.");
+      return;
+    }
+    if (!socket.isOpen) {
+      showNotice("Not connected right now: retry once the connection is back.");
+      socket.reconnectNow();
+      return;
+    }
+    if (reply.sessionId !== state.sessionId) return;
+    reply.message.element.remove();
+    beginReply(reply.content, reply.firstMessage);
+  };
+}
+
+function endReply(reply) {
+  clearTimeout(reply.cancelTimer);
+  if (state.reply === reply) state.reply = null;
+  state.pendingAudio = null;
+  setBusy(false);
+}
+
+function finishReply(reply, frame) {
+  reply.message.finish(frame);
+  endReply(reply);
+  announce(frame.done_reason === "cancelled" ? "Reply stopped." : "Reply complete.");
+  afterReply(reply.sessionId, reply.firstMessage);
+}
+
+function failReply(reply, frame) {
+  reply.message.fail(frame, retryFor(reply));
+  endReply(reply);
+  afterReply(reply.sessionId, null);
+}
+
+function cancelReply() {
+  const reply = state.reply;
+  if (!reply || reply.cancelling) return;
+  reply.cancelling = true;
+  ui.stop.disabled = true;
+  player.stop();
+  const sent = socket.send({ type: "cancel" });
+  const endLocally = () => {
+    if (state.reply === reply) finishReply(reply, { ...reply.started, done_reason: "cancelled" });
+  };
+  if (!sent) endLocally();
+  else reply.cancelTimer = setTimeout(endLocally, CANCEL_GRACE_MS);
+}
+
+function isForReply(reply, frame) {
+  return Boolean(reply) && (!frame.request_id || !reply.requestId || frame.request_id === reply.requestId);
+}
+
+function handleFrame(frame) {
+  const reply = state.reply;
+  switch (frame.type) {
+    case "start":
+      if (!reply) return;
+      reply.requestId = frame.request_id;
+      reply.started = { backend: frame.backend, model: frame.model };
+      reply.message.start(frame);
+      break;
+    case "token": {
+      if (!reply) return;
+      const follow = nearBottom();
+      reply.message.appendToken(frame.content);
+      if (follow) requestAnimationFrame(scrollToBottom);
+      break;
+    }
+    case "audio":
+      state.pendingAudio = reply ? { frame, message: reply.message } : null;
+      break;
+    case "end":
+      if (isForReply(reply, frame)) finishReply(reply, frame);
+      break;
+    case "error":
+      handleError(reply, frame);
+      break;
+    case "cleared":
+      if (frame.session_id === state.sessionId) openConversation(state.sessionId);
+      break;
+    default:
+      break; // pong, and frame types this page does not know yet
+  }
+}
+
+function handleError(reply, frame) {
+  if (frame.code === "tts_unavailable") {
+    // The text goes on; only the voice is missing.
+    if (reply) reply.message.showNotice(`Voice is unavailable: ${frame.message}`);
+    else showNotice(`Voice is unavailable: ${frame.message}`);
+    return;
+  }
+  if (isForReply(reply, frame)) {
+    failReply(reply, frame);
+    announce(`Error: ${frame.message}`);
+  } else {
+    showNotice(frame.message || "The server reported an error.");
+  }
+}
+
+function handleAudio(data) {
+  const pending = state.pendingAudio;
+  state.pendingAudio = null;
+  if (!pending || !ui.voice.checked) return;
+  player.enqueue(pending.frame.seq, data, { message: pending.message, text: pending.frame.text });
+}
+
+function handleSocketState({ state: socketState, delayMs }) {
+  ui.status.dataset.state = socketState;
+  ui.reconnect.hidden = socketState !== "waiting";
+  const texts = {
+    connecting: "Connecting…",
+    reconnecting: "Reconnecting…",
+    open: "Connected",
+    waiting: `Connection lost. Retrying in ${Math.max(1, Math.round((delayMs || 0) / 1000))} s…`,
+    forbidden: "This address may not open the chat connection (Origin not allowed).",
+    closed: "Disconnected.",
+  };
+  ui.statusText.textContent = texts[socketState] || socketState;
+  if (socketState === "waiting" && state.reply) {
+    failReply(state.reply, { code: "connection_lost", message: "" });
+  }
+  if (socketState === "open" && ui.notice.dataset.kind === "offline") hideNotice();
+  if (socketState === "unauthenticated") {
+    location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
+}
+
+// --- wiring ------------------------------------------------------------------------------
+
+ui.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sendMessage(ui.input.value);
+});
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    if (!state.reply) sendMessage(ui.input.value);
+  } else if (event.key === "Escape" && state.reply) {
+    event.preventDefault();
+    cancelReply();
+  }
+});
+ui.input.addEventListener("input", autosize);
+ui.stop.addEventListener("click", () => cancelReply());
+ui.newButton.addEventListener("click", () => {
+  startDraft();
+  setSidebarOpen(false);
+  ui.input.focus();
+});
+ui.loadEarlier.addEventListener("click", loadEarlier);
+ui.reconnect.addEventListener("click", () => socket.reconnectNow());
+byId("page-notice-close").addEventListener("click", () => {
+  hideNotice();
+  ui.input.focus();
+});
+ui.toggleSidebar.addEventListener("click", () => setSidebarOpen(ui.sidebar.dataset.open !== "true"));
+ui.sidebar.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.sidebar.dataset.open === "true") {
+    setSidebarOpen(false);
+    ui.toggleSidebar.focus();
+  }
+});
+ui.voice.checked = localStorage.getItem("eva.voice") === "on";
+ui.voice.addEventListener("change", () => {
+  localStorage.setItem("eva.voice", ui.voice.checked ? "on" : "off");
+  if (ui.voice.checked) player.unlock();
+  else player.stop();
+  announce(ui.voice.checked ? "Voice on: replies will be read aloud." : "Voice off.");
+});
+
+async function boot() {
+  setBusy(false);
+  autosize();
+  socket.connect();
+  try {
+    await conversations.refresh();
+  } catch (error) {
+    showNotice(`Could not load your conversations: ${error.message}`);
+  }
+  const wanted = new URL(location.href).searchParams.get("c");
+  const initial = (wanted && conversations.find(wanted)) || conversations.sessions[0];
+  if (initial) await openConversation(initial.session_id);
+  else startDraft();
+  ui.layout.dataset.ready = "true";
+}
+
+// Tests and curious people can look at the state; nothing on the page depends on this.
+window.eva = { socket, state, player };
+boot();
