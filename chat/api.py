@@ -1,5 +1,221 @@
-"""REST endpoints of the chat app (mounted under /api/v1/)."""
+"""REST for mobile clients: chat (JSON or Server-Sent Events) and conversations.
 
-from ninja import Router
+POST /api/v1/chat answers JSON once the reply is complete, or, with `"stream": true` or
+`Accept: text/event-stream`, streams the WebSocket's frames as SSE events (`event: token`,
+`data: {...}`). Failures before the reply starts (bad input 422, rate limit 429, no backend
+503) are plain JSON errors with a status code in both modes. A client that goes away stops
+the generation: Django cancels the response, which closes the upstream request.
+"""
 
-router = Router(tags=["chat"])
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Field, Query, Router, Schema, Status
+
+from chat.auth import Principal, auth_for
+from chat.errors import EvaError
+from chat.generation import ChatGeneration, ChatRequest
+from chat.models import ChatSession, Scope
+from chat.selectors import session_messages, session_of, sessions_of
+from chat.services import session_clear, session_create, session_delete, session_id_validate, session_rename
+
+router = Router(tags=["chat"], auth=auth_for(Scope.CHAT))
+
+
+class ChatIn(Schema):
+    message: str = Field(..., description="The user's message (1 to CHAT_MAX_MESSAGE_CHARS characters).")
+    session_id: str = Field("default", description="Your name for the conversation: [A-Za-z0-9_.:-]{1,100}.")
+    stream: bool = Field(False, description="Answer with Server-Sent Events instead of one JSON body.")
+
+
+class ChatOut(Schema):
+    response: str
+    session_id: str
+    request_id: str
+    backend: str
+    model: str
+    latency_ms: float
+    ttft_ms: float | None
+    tokens: int
+    done_reason: str
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+def _wants_sse(request: HttpRequest, payload: ChatIn) -> bool:
+    return payload.stream or "text/event-stream" in request.headers.get("Accept", "")
+
+
+def _sse(frame: dict[str, Any]) -> bytes:
+    return f"event: {frame['type']}\ndata: {json.dumps(frame, ensure_ascii=False)}\n\n".encode()
+
+
+async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | dict[str, Any]:
+    """Shared by /api/v1/chat and the legacy POST /chat."""
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    sse = _wants_sse(request, payload)
+    chat_request = ChatRequest(
+        user_id=principal.user_id,
+        api_key_id=principal.api_key_id,
+        session_id=payload.session_id,
+        content=payload.message,
+        channel="sse" if sse else "rest",
+    )
+    generation = ChatGeneration(chat_request)
+    frames = generation.frames()
+    try:
+        first = await anext(frames)  # raises EvaError (422/429/503) before anything is sent
+    except BaseException:
+        await frames.aclose()
+        raise
+    if sse:
+        return _sse_response(first, frames)
+    async with aclosing(frames):
+        last = first
+        async for frame in frames:
+            last = frame
+    if last["type"] == "error":
+        raise EvaError(last["message"], code=last["code"], status=502)
+    return {
+        "response": generation.text,
+        "session_id": chat_request.session_id,
+        "request_id": generation.request_id,
+        "backend": generation.backend,
+        "model": generation.model,
+        "latency_ms": last["total_ms"],
+        "ttft_ms": last["ttft_ms"],
+        "tokens": last["tokens"],
+        "done_reason": last["done_reason"],
+    }
+
+
+def _sse_response(first: dict[str, Any], frames: AsyncIterator[dict[str, Any]]) -> StreamingHttpResponse:
+    async def events() -> AsyncIterator[bytes]:
+        async with aclosing(frames):  # type: ignore[type-var]
+            yield _sse(first)
+            async for frame in frames:
+                yield _sse(frame)
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+@router.post(
+    "/chat",
+    response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut},
+    summary="Send a message; JSON reply, or SSE with stream=true / Accept: text/event-stream",
+)
+async def chat(request: HttpRequest, payload: ChatIn) -> Any:
+    return await chat_reply(request, payload)
+
+
+# --- conversations ------------------------------------------------------------------------
+class SessionOut(Schema):
+    session_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int = 0
+
+
+class SessionIn(Schema):
+    session_id: str | None = None
+    title: str = ""
+
+
+class SessionPatch(Schema):
+    title: str
+
+
+class MessageOut(Schema):
+    id: int
+    role: str
+    content: str
+    status: str
+    backend: str
+    model: str
+    created_at: datetime
+
+
+class MessagesPage(Schema):
+    items: list[MessageOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class PageParams(Schema):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+def _session_out(session: ChatSession) -> dict[str, Any]:
+    return {
+        "session_id": session.session_id,
+        "title": session.title,
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "message_count": getattr(session, "message_count", None) or session.messages.count(),
+    }
+
+
+@router.get("/sessions", response=list[SessionOut], summary="My conversations, most recent first")
+def list_sessions(request: HttpRequest) -> list[dict[str, Any]]:
+    return [_session_out(s) for s in sessions_of(owner_id=request.auth.user_id)]
+
+
+@router.post("/sessions", response={201: SessionOut, 409: ErrorOut}, summary="Create a conversation")
+def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
+    session = session_create(owner_id=request.auth.user_id, session_id=payload.session_id, title=payload.title)
+    return Status(201, _session_out(session))
+
+
+@router.get("/sessions/{session_id}", response=SessionOut, summary="One conversation")
+def get_session(request: HttpRequest, session_id: str) -> dict[str, Any]:
+    return _session_out(session_of(owner_id=request.auth.user_id, session_id=session_id_validate(session_id)))
+
+
+@router.get("/sessions/{session_id}/messages", response=MessagesPage, summary="A page of a conversation's messages")
+def list_messages(request: HttpRequest, session_id: str, page: Query[PageParams]) -> dict[str, Any]:
+    session = session_of(owner_id=request.auth.user_id, session_id=session_id_validate(session_id))
+    items, count = session_messages(session=session, limit=page.limit, offset=page.offset)
+    return {"items": items, "count": count, "limit": page.limit, "offset": page.offset}
+
+
+@router.patch("/sessions/{session_id}", response=SessionOut, summary="Rename a conversation")
+def rename_session(request: HttpRequest, session_id: str, payload: SessionPatch) -> dict[str, Any]:
+    return _session_out(session_rename(owner_id=request.auth.user_id, session_id=session_id, title=payload.title))
+
+
+@router.delete("/sessions/{session_id}", response={204: None}, summary="Delete a conversation and its messages")
+def delete_session(request: HttpRequest, session_id: str) -> Status[None]:
+    session_delete(owner_id=request.auth.user_id, session_id=session_id)
+    return Status(204, None)
+
+
+@router.post("/sessions/{session_id}/clear", response={204: None}, summary="Forget a conversation's messages")
+def clear_session(request: HttpRequest, session_id: str) -> Status[None]:
+    session_clear(owner_id=request.auth.user_id, session_id=session_id_validate(session_id))
+    return Status(204, None)
+
+
+
+
+# --- EVA's earlier FastAPI clients: POST /chat with the same body, API key only ------------
+legacy_router = Router(auth=auth_for(Scope.CHAT)[:2])
+
+
+@legacy_router.post("/chat", response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut})
+async def legacy_chat(request: HttpRequest, payload: ChatIn) -> Any:
+    return await chat_reply(request, payload)

@@ -18,6 +18,8 @@ api = NinjaAPI(
     description="Chat with a local LLM (Ollama, Groq fallback), text-to-speech, and latency metrics.",
     urls_namespace="api",
 )
+# EVA's earlier FastAPI version served POST /chat at the root; kept for its clients, not documented.
+legacy_api = NinjaAPI(title="EVA legacy API", urls_namespace="legacy", docs_url=None, openapi_url=None)
 
 
 def error_response(request: HttpRequest, *, status: int, code: str, message: str, **extra: object) -> HttpResponse:
@@ -25,7 +27,16 @@ def error_response(request: HttpRequest, *, status: int, code: str, message: str
     return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
 
 
-@api.exception_handler(EvaError)
+def _on_both(exc_class: type[Exception]):  # type: ignore[no-untyped-def]
+    def register(handler):  # type: ignore[no-untyped-def]
+        api.add_exception_handler(exc_class, handler)
+        legacy_api.add_exception_handler(exc_class, handler)
+        return handler
+
+    return register
+
+
+@_on_both(EvaError)
 def on_eva_error(request: HttpRequest, exc: EvaError) -> HttpResponse:
     response = error_response(request, status=exc.status, code=exc.code, message=exc.message)
     if isinstance(exc, RateLimited):
@@ -35,7 +46,7 @@ def on_eva_error(request: HttpRequest, exc: EvaError) -> HttpResponse:
     return response
 
 
-@api.exception_handler(AuthenticationError)
+@_on_both(AuthenticationError)
 def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     response = error_response(
         request,
@@ -47,7 +58,7 @@ def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpRe
     return response
 
 
-@api.exception_handler(ValidationError)
+@_on_both(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     errors = [
         {"field": ".".join(str(part) for part in err.get("loc", ())[1:]) or "body", "message": err.get("msg", "")}
@@ -57,18 +68,18 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     return error_response(request, status=422, code="invalid_request", message=summary, errors=errors)
 
 
-@api.exception_handler(HttpError)
+@_on_both(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     codes = {400: "bad_request", 403: "csrf_failed", 404: "not_found", 405: "method_not_allowed"}
     return error_response(request, status=exc.status_code, code=codes.get(exc.status_code, "error"), message=str(exc))
 
 
-@api.exception_handler(Http404)
+@_on_both(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(request, status=404, code="not_found", message="Not found.")
 
 
-@api.exception_handler(Exception)
+@_on_both(Exception)
 def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unhandled error in %s %s", request.method, request.path)
     return error_response(request, status=500, code="internal_error", message="Something went wrong on our side.")
@@ -76,6 +87,7 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 def register_routers() -> None:
     """Attach every app's router once (called from urls.py)."""
+    from chat.api import legacy_router
     from chat.api import router as chat_router
     from chat.keys_api import router as keys_router
     from metrics.api import router as metrics_router
@@ -85,3 +97,4 @@ def register_routers() -> None:
     api.add_router("/v1/keys", keys_router)
     api.add_router("/v1/", voice_router)
     api.add_router("/v1/", metrics_router)
+    legacy_api.add_router("", legacy_router)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from evaproject import health
-from evaproject.api import api, register_routers
+from evaproject.api import api, legacy_api, register_routers
 
 register_routers()
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("ready", health.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("", legacy_api.urls),
     path("", include("chat.urls")),
     path("", include("metrics.urls")),
     path("", include("voice.urls")),

@@ -93,3 +93,17 @@ def record_metric_sync(**fields: Any) -> RequestMetric:
     metric = _observed(RequestMetric(**fields))
     metric.save()
     return metric
+
+
+async def stop_metric_writer() -> None:
+    """Write what is queued, then stop this loop's writer task (server shutdown, tests)."""
+    loop = asyncio.get_running_loop()
+    await flush_metrics()
+    writer = _writers.pop(loop, None)
+    _queues.pop(loop, None)
+    if writer is not None and not writer.done():
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass

@@ -58,6 +58,11 @@ async def _close_db_connections_opened_by_async_code():
     from asgiref.sync import sync_to_async
     from django.db import connections
 
+    from chat.generation import drain_background_writes
+    from metrics.recorder import stop_metric_writer
+
+    await drain_background_writes()
+    await stop_metric_writer()
     await sync_to_async(connections.close_all)()
 
 
