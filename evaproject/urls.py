@@ -13,8 +13,10 @@ urlpatterns = [
     path("ready", health.ready, name="ready"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
-    path("", legacy_api.urls),
+    # The pages first: a NinjaAPI always adds a root view ("api-root") at its own prefix,
+    # which for the legacy API at "" would shadow the chat page at "/".
     path("", include("chat.urls")),
+    path("", legacy_api.urls),
     path("", include("metrics.urls")),
     path("", include("voice.urls")),
 ]
