@@ -265,7 +265,12 @@ MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")
 
 # --- metrics ----------------------------------------------------------------------------
 METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 30, minimum=1)
-PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")
+PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")  # empty: GET /metrics answers 404
+# Several web processes: one directory, emptied before they start, shared by all of them;
+# prometheus_client reads the same variable from the environment at import.
+PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {PROMETHEUS_MULTIPROC_DIR!r}")
 
 # --- i18n, static -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

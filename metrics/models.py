@@ -56,3 +56,12 @@ class RequestMetric(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} {self.backend}/{self.model} {self.status} {self.total_ms:.0f} ms"
+
+
+class LatencyDashboard(RequestMetric):
+    """No table of its own: gives the latency dashboard an entry in the admin index."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "latency dashboard"
+        verbose_name_plural = "latency dashboard"

@@ -1,0 +1,52 @@
+"""Admin for request metrics (read-only) and the way in to the latency dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
+
+from metrics.models import LatencyDashboard, RequestMetric
+
+
+@admin.register(RequestMetric)
+class RequestMetricAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "channel", "backend", "model", "status", "error_code", "ttft_ms", "total_ms", "user"]
+    # Only fields with fixed choices: a filter on backend would scan the whole table for its values.
+    list_filter = ["channel", "status"]
+    search_fields = ["request_id", "session_id", "model", "error_code"]
+    list_select_related = ["user"]
+    # COUNT(*) over millions of rows on every page load is what makes big changelists slow.
+    show_full_result_count = False
+
+    # Metrics are evidence: they are read and pruned, never edited by hand.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LatencyDashboard)
+class LatencyDashboardAdmin(admin.ModelAdmin):
+    """An entry in the admin index whose page is the dashboard (shown to every staff member)."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return HttpResponseRedirect(reverse("metrics-dashboard"))

@@ -1,0 +1,62 @@
+"""CSV export of the raw RequestMetric rows of a window, streamed a chunk at a time."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+from metrics.selectors import MetricFilters, metrics_in
+
+CSV_COLUMNS = (
+    "id",
+    "created_at",
+    "request_id",
+    "user_id",
+    "api_key_id",
+    "session_id",
+    "channel",
+    "backend",
+    "model",
+    "status",
+    "error_code",
+    "ttft_ms",
+    "total_ms",
+    "time_to_first_audio_ms",
+    "tokens_in",
+    "tokens_out",
+    "upstream_queue_ms",
+    "upstream_load_ms",
+    "upstream_prompt_ms",
+    "upstream_generation_ms",
+)
+FETCH_ROWS = 2000
+FLUSH_BYTES = 64 * 1024
+# Text a spreadsheet would run as a formula; session ids and the like come from clients.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+async def metrics_csv_chunks(filters: MetricFilters) -> AsyncIterator[str]:
+    """The header, then every row of the window oldest first, in chunks of about 64 KB."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    rows = metrics_in(filters).order_by("created_at", "id").values_list(*CSV_COLUMNS)
+    async for row in rows.aiterator(chunk_size=FETCH_ROWS):
+        writer.writerow([_cell(value) for value in row])
+        if buffer.tell() >= FLUSH_BYTES:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

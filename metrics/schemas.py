@@ -1,0 +1,110 @@
+"""Shapes of the metrics API's answers (they also document it in /api/docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Schema
+
+from metrics.selectors import DEFAULT_GROUP_BY
+
+
+class LatencyQuery(Schema):
+    window: str = "24h"
+    start: datetime | None = None
+    end: datetime | None = None
+    backend: str = ""
+    model: str = ""
+    channel: str = ""
+    user: int | None = None
+    key: int | None = None
+    group_by: str = ",".join(DEFAULT_GROUP_BY)
+
+
+class DistributionOut(Schema):
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class GroupOut(Schema):
+    key: dict[str, Any]
+    label: str
+    count: int
+    errors: int
+    fallbacks: int
+    cancelled: int
+    error_rate: float | None
+    fallback_rate: float | None
+    tokens_per_second: float | None
+    latency: dict[str, DistributionOut]
+    upstream: dict[str, DistributionOut]
+    other_ms: float | None
+
+
+class WindowOut(Schema):
+    name: str
+    start: datetime
+    end: datetime
+
+
+class FiltersOut(Schema):
+    backend: str
+    model: str
+    channel: str
+    user: int | None
+    key: int | None
+
+
+class SeriesPointOut(Schema):
+    start: datetime
+    count: int
+    errors: int
+    latency: dict[str, DistributionOut]
+
+
+class SeriesOut(Schema):
+    bucket_seconds: int
+    points: list[SeriesPointOut]
+
+
+class HistogramBinOut(Schema):
+    lower_ms: float
+    upper_ms: float | None
+    count: int
+
+
+class RecentErrorOut(Schema):
+    created_at: datetime
+    request_id: str
+    channel: str
+    backend: str
+    model: str
+    error_code: str
+    total_ms: float
+    user_id: int | None
+    api_key_id: int | None
+
+
+class ErrorCodeOut(Schema):
+    error_code: str
+    count: int
+
+
+class ErrorsOut(Schema):
+    by_code: list[ErrorCodeOut]
+    recent: list[RecentErrorOut]
+
+
+class LatencyReportOut(Schema):
+    window: WindowOut
+    filters: FiltersOut
+    group_by: list[str]
+    overall: GroupOut
+    groups: list[GroupOut]
+    series: SeriesOut
+    histograms: dict[str, list[HistogramBinOut]]
+    errors: ErrorsOut

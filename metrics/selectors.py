@@ -1,0 +1,353 @@
+"""Reads of the latency analytics: every number the dashboard, the JSON API and the CSV show.
+
+Each function takes `MetricFilters` (a window plus optional backend, model, channel, user and
+key) and runs its aggregation in the database; none of them loads the rows themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
+
+from chat.errors import InvalidInput
+from chat.models import ApiKey
+from metrics.models import Channel, RequestMetric, Status
+from metrics.stats import EpochBucket, PercentileCont
+from metrics.windows import Window, resolve_window
+
+LATENCY_FIELDS = ("ttft_ms", "total_ms", "time_to_first_audio_ms")
+# In the order the time is spent: waiting in the provider's queue, loading the model,
+# reading the prompt, generating the answer.
+UPSTREAM_FIELDS = ("upstream_queue_ms", "upstream_load_ms", "upstream_prompt_ms", "upstream_generation_ms")
+PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+# Histogram bin edges in milliseconds, also the Prometheus buckets (in seconds).
+HISTOGRAM_EDGES_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000)
+GROUP_FIELDS = {"backend": "backend", "model": "model", "channel": "channel", "user": "user_id", "key": "api_key_id"}
+DEFAULT_GROUP_BY = ("backend", "model", "channel")
+RECENT_ERRORS_LIMIT = 20
+
+# A reply produced tokens and its generation time is known: the provider's own generation
+# duration, else EVA's view of it (total minus time to first token).
+_GENERATED = Q(tokens_out__gt=0) & (
+    Q(upstream_generation_ms__gt=0) | Q(upstream_generation_ms__isnull=True, ttft_ms__isnull=False)
+)
+
+
+@dataclass(frozen=True)
+class MetricFilters:
+    window: Window
+    backend: str = ""
+    model: str = ""
+    channel: str = ""
+    user_id: int | None = None
+    api_key_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Percentiles, mean and number of known values of one timing, in milliseconds."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    key: dict[str, Any]
+    label: str
+    count: int
+    errors: int
+    fallbacks: int
+    cancelled: int
+    error_rate: float | None
+    fallback_rate: float | None
+    tokens_per_second: float | None
+    latency: dict[str, Distribution]
+    upstream: dict[str, Distribution]
+    # Mean of total minus the upstream parts, over requests with upstream timings: EVA,
+    # the network and anything the provider does not report.
+    other_ms: float | None
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start: datetime
+    count: int
+    errors: int
+    latency: dict[str, Distribution]
+
+
+@dataclass(frozen=True)
+class HistogramBin:
+    lower_ms: float
+    upper_ms: float | None  # None: no upper edge (the last bin)
+    count: int
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    filters: MetricFilters
+    group_by: tuple[str, ...]
+    overall: GroupStats
+    groups: list[GroupStats]
+    bucket_seconds: int
+    series: list[SeriesPoint]
+    histograms: dict[str, list[HistogramBin]]
+    recent_errors: list[dict[str, Any]]
+    error_codes: list[dict[str, Any]]
+
+
+def metric_filters(
+    *,
+    window: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    backend: str = "",
+    model: str = "",
+    channel: str = "",
+    user_id: int | None = None,
+    api_key_id: int | None = None,
+) -> MetricFilters:
+    """Validate what a page or an API call asked for and resolve its window."""
+    channel = (channel or "").strip().lower()
+    if channel and channel not in Channel.values:
+        raise InvalidInput(f"Unknown channel {channel!r}. Choose among {', '.join(Channel.values)}.", code="invalid_channel")
+    return MetricFilters(
+        window=resolve_window(window=window, start=start, end=end),
+        backend=(backend or "").strip(),
+        model=(model or "").strip(),
+        channel=channel,
+        user_id=user_id,
+        api_key_id=api_key_id,
+    )
+
+
+def metrics_in(filters: MetricFilters) -> QuerySet[RequestMetric]:
+    """The rows of the window [start, end) that pass the filters, unordered."""
+    queryset = RequestMetric.objects.filter(created_at__gte=filters.window.start, created_at__lt=filters.window.end)
+    if filters.backend:
+        queryset = queryset.filter(backend=filters.backend)
+    if filters.model:
+        queryset = queryset.filter(model=filters.model)
+    if filters.channel:
+        queryset = queryset.filter(channel=filters.channel)
+    if filters.user_id is not None:
+        queryset = queryset.filter(user_id=filters.user_id)
+    if filters.api_key_id is not None:
+        queryset = queryset.filter(api_key_id=filters.api_key_id)
+    return queryset.order_by()
+
+
+def parse_group_by(text: str | None) -> tuple[str, ...]:
+    """`backend,model` to ("backend", "model"); empty means the default grouping."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in (text or "").split(",") if part.strip()))
+    unknown = [name for name in names if name not in GROUP_FIELDS]
+    if unknown:
+        raise InvalidInput(
+            f"Cannot group by {', '.join(unknown)}. Choose among {', '.join(GROUP_FIELDS)}.", code="invalid_group_by"
+        )
+    return names or DEFAULT_GROUP_BY
+
+
+def _distribution_aggregates(fields: tuple[str, ...]) -> dict[str, Any]:
+    aggregates: dict[str, Any] = {}
+    for name in fields:
+        aggregates[f"{name}_count"] = Count(name)
+        aggregates[f"{name}_mean"] = Avg(name)
+        for label, fraction in PERCENTILES:
+            aggregates[f"{name}_{label}"] = PercentileCont(name, fraction=fraction)
+    return aggregates
+
+
+def _summary_aggregates() -> dict[str, Any]:
+    upstream_sum = sum((Coalesce(F(name), Value(0.0)) for name in UPSTREAM_FIELDS), start=Value(0.0))
+    return {
+        "count": Count("id"),
+        "errors": Count("id", filter=Q(status=Status.ERROR)),
+        "fallbacks": Count("id", filter=Q(status=Status.FALLBACK)),
+        "cancelled": Count("id", filter=Q(status=Status.CANCELLED)),
+        "tokens_out_sum": Sum("tokens_out", filter=_GENERATED),
+        "generation_ms_sum": Sum(Coalesce("upstream_generation_ms", F("total_ms") - F("ttft_ms")), filter=_GENERATED),
+        "other_ms": Avg(F("total_ms") - upstream_sum, filter=Q(upstream_generation_ms__isnull=False)),
+        **_distribution_aggregates(LATENCY_FIELDS + UPSTREAM_FIELDS),
+    }
+
+
+def _distribution(row: dict[str, Any], name: str) -> Distribution:
+    return Distribution(
+        count=row[f"{name}_count"] or 0,
+        mean=row[f"{name}_mean"],
+        p50=row[f"{name}_p50"],
+        p95=row[f"{name}_p95"],
+        p99=row[f"{name}_p99"],
+    )
+
+
+def _group_stats(row: dict[str, Any], *, key: dict[str, Any], label: str) -> GroupStats:
+    count = row["count"] or 0
+    generation_ms = row["generation_ms_sum"]
+    return GroupStats(
+        key=key,
+        label=label,
+        count=count,
+        errors=row["errors"],
+        fallbacks=row["fallbacks"],
+        cancelled=row["cancelled"],
+        error_rate=row["errors"] / count if count else None,
+        fallback_rate=row["fallbacks"] / count if count else None,
+        tokens_per_second=row["tokens_out_sum"] * 1000.0 / generation_ms if generation_ms else None,
+        latency={name: _distribution(row, name) for name in LATENCY_FIELDS},
+        upstream={name: _distribution(row, name) for name in UPSTREAM_FIELDS},
+        other_ms=row["other_ms"],
+    )
+
+
+def latency_overall(filters: MetricFilters) -> GroupStats:
+    """All the window's requests as one group."""
+    row = metrics_in(filters).aggregate(**_summary_aggregates())
+    return _group_stats(row, key={}, label="all requests")
+
+
+def latency_groups(filters: MetricFilters, *, group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> list[GroupStats]:
+    """One GroupStats per distinct combination of the `group_by` names, busiest first."""
+    columns = [GROUP_FIELDS[name] for name in group_by]
+    rows = list(metrics_in(filters).values(*columns).annotate(**_summary_aggregates()).order_by(*columns))
+    labels = _owner_labels(rows)
+    groups = []
+    for row in rows:
+        key = {name: row[GROUP_FIELDS[name]] for name in group_by}
+        text = [labels.get((name, value), _plain(value)) for name, value in key.items()]
+        groups.append(_group_stats(row, key=key, label=" · ".join(text)))
+    groups.sort(key=lambda group: -group.count)
+    return groups
+
+
+def _plain(value: Any) -> str:
+    return "(none)" if value in ("", None) else str(value)
+
+
+def _owner_labels(rows: list[dict[str, Any]]) -> dict[tuple[str, Any], str]:
+    """Readable names for user and key ids, fetched once for the whole table."""
+    labels: dict[tuple[str, Any], str] = {}
+    user_ids = {row["user_id"] for row in rows if row.get("user_id") is not None}
+    key_ids = {row["api_key_id"] for row in rows if row.get("api_key_id") is not None}
+    if user_ids:
+        user_model = get_user_model()
+        for pk, username in user_model.objects.filter(pk__in=user_ids).values_list("pk", user_model.USERNAME_FIELD):
+            labels[("user", pk)] = str(username)
+    if key_ids:
+        for pk, name, prefix in ApiKey.objects.filter(pk__in=key_ids).values_list("pk", "name", "prefix"):
+            labels[("key", pk)] = f"{name} (eva_{prefix})"
+    return labels
+
+
+def latency_series(filters: MetricFilters) -> tuple[int, list[SeriesPoint]]:
+    """P50/P95/P99 of each latency per time bucket; every bucket of the window is present."""
+    step = filters.window.bucket_seconds()
+    aggregates: dict[str, Any] = {"count": Count("id"), "errors": Count("id", filter=Q(status=Status.ERROR))}
+    aggregates.update(_distribution_aggregates(LATENCY_FIELDS))
+    rows = (
+        metrics_in(filters)
+        .annotate(bucket=EpochBucket("created_at", step_s=step))
+        .values("bucket")
+        .annotate(**aggregates)
+        .order_by("bucket")
+    )
+    by_bucket = {int(row["bucket"]): row for row in rows}
+    first = int(filters.window.start.timestamp() // step)
+    last = -int(-filters.window.end.timestamp() // step) - 1  # the bucket holding the instant just before `end`
+    empty = Distribution(count=0, mean=None, p50=None, p95=None, p99=None)
+    points = []
+    for bucket in range(first, last + 1):
+        row = by_bucket.get(bucket)
+        points.append(
+            SeriesPoint(
+                start=datetime.fromtimestamp(bucket * step, tz=UTC),
+                count=row["count"] if row else 0,
+                errors=row["errors"] if row else 0,
+                latency={name: _distribution(row, name) if row else empty for name in LATENCY_FIELDS},
+            )
+        )
+    return step, points
+
+
+def latency_histograms(filters: MetricFilters) -> dict[str, list[HistogramBin]]:
+    """How many requests fell in each latency bin, for each latency, in one pass."""
+    edges: list[tuple[float, float | None]] = list(
+        zip((0.0, *HISTOGRAM_EDGES_MS), (*HISTOGRAM_EDGES_MS, None), strict=True)
+    )
+    aggregates: dict[str, Any] = {}
+    for name in LATENCY_FIELDS:
+        for index, (lower, upper) in enumerate(edges):
+            condition = Q(**{f"{name}__gte": lower}) if index else Q(**{f"{name}__isnull": False})
+            if upper is not None:
+                condition &= Q(**{f"{name}__lt": upper})
+            aggregates[f"{name}_{index}"] = Count("id", filter=condition)
+    row = metrics_in(filters).aggregate(**aggregates)
+    return {
+        name: [
+            HistogramBin(lower_ms=lower, upper_ms=upper, count=row[f"{name}_{index}"] or 0)
+            for index, (lower, upper) in enumerate(edges)
+        ]
+        for name in LATENCY_FIELDS
+    }
+
+
+def recent_errors(filters: MetricFilters, *, limit: int = RECENT_ERRORS_LIMIT) -> list[dict[str, Any]]:
+    """The window's latest failed requests, newest first."""
+    return list(
+        metrics_in(filters)
+        .filter(status=Status.ERROR)
+        .order_by("-created_at", "-id")
+        .values(
+            "created_at", "request_id", "channel", "backend", "model", "error_code", "total_ms", "user_id", "api_key_id"
+        )[:limit]
+    )
+
+
+def error_codes(filters: MetricFilters) -> list[dict[str, Any]]:
+    """How often each error code occurred in the window, most frequent first."""
+    rows = (
+        metrics_in(filters)
+        .filter(status=Status.ERROR)
+        .values("error_code")
+        .annotate(count=Count("id"))
+        .order_by("-count", "error_code")
+    )
+    return [{"error_code": row["error_code"] or "(none)", "count": row["count"]} for row in rows]
+
+
+def filter_choices(window: Window) -> dict[str, list[str]]:
+    """The backends and models seen in the window, for the dashboard's filter menus."""
+    pairs = metrics_in(MetricFilters(window=window)).values_list("backend", "model").distinct()
+    backends, models = set(), set()
+    for backend, model in pairs:
+        if backend:
+            backends.add(backend)
+        if model:
+            models.add(model)
+    return {"backend": sorted(backends), "model": sorted(models)}
+
+
+def latency_report(filters: MetricFilters, *, group_by: tuple[str, ...] = DEFAULT_GROUP_BY) -> LatencyReport:
+    """Everything the dashboard shows, computed once for the page and the JSON API alike."""
+    step, series = latency_series(filters)
+    return LatencyReport(
+        filters=filters,
+        group_by=group_by,
+        overall=latency_overall(filters),
+        groups=latency_groups(filters, group_by=group_by),
+        bucket_seconds=step,
+        series=series,
+        histograms=latency_histograms(filters),
+        recent_errors=recent_errors(filters),
+        error_codes=error_codes(filters),
+    )

@@ -1,0 +1,59 @@
+"""Fixtures of the metrics tests: rows written straight to the database, staff and keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from chat.api_keys import api_key_create
+from metrics.models import RequestMetric
+
+
+@pytest.fixture
+def now() -> datetime:
+    # A fixed instant, whole minutes, so window edges are exact in every test.
+    return timezone.now().replace(second=0, microsecond=0)
+
+
+@pytest.fixture
+def add_metrics(db) -> Callable[..., list[RequestMetric]]:
+    """`add_metrics([{...}, ...])` or `add_metrics(total_ms=..., created_at=...)`: bulk-insert rows."""
+
+    def add(rows: list[dict[str, Any]] | None = None, **one: Any) -> list[RequestMetric]:
+        defaults = {"channel": "ws", "backend": "ollama", "model": "phi3:mini", "status": "ok", "total_ms": 100.0}
+        items = rows if rows is not None else [one]
+        return RequestMetric.objects.bulk_create([RequestMetric(**{**defaults, **row}) for row in items])
+
+    return add
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("root", is_staff=True)
+
+
+@pytest.fixture
+def staff_client(staff) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def metrics_key(alice) -> str:
+    """A metrics-scoped key of a non-staff user."""
+    return api_key_create(owner=alice, name="monitoring", scopes="metrics")[1]
+
+
+@pytest.fixture
+def staff_metrics_key(staff) -> str:
+    return api_key_create(owner=staff, name="grafana", scopes="metrics")[1]
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
