@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels' router."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels' router, and the
+"voice-tts" channel for `manage.py runworker voice-tts` (text-to-speech workers)."""
 
 import os
 
@@ -8,14 +9,17 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evaproject.settings")
 # Django must be set up before anything imports models (routing, consumers).
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.middleware import WebsocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from voice.config import TTS_CHANNEL  # noqa: E402
+from voice.worker import TTSWorkerConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "channel": ChannelNameRouter({TTS_CHANNEL: TTSWorkerConsumer.as_asgi()}),
     }
 )

@@ -1,10 +1,143 @@
-"""Client side of text-to-speech, used by the web process (being built)."""
+"""Text-to-speech as the web process sees it: validate, send to a worker, wait with a deadline.
+
+Synthesis never runs here. With TTS_TRANSPORT "channel" (the default when REDIS_URL is set)
+requests go over the channel layer to `manage.py runworker voice-tts` workers; with "local"
+they go to the web process's own child process (voice.local_worker). Every failure to get an
+answer is a `TTSUnavailable` (503, code tts_unavailable); the web process never crashes on it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from voice.config import TTS_CHANNEL, engine_config, transport_name
+from voice.errors import TTSUnavailable, error_from_wire
+from voice.local_worker import LocalWorker
+from voice.synthesis import EngineConfig, Synthesis
+
+HEARTBEAT_TIMEOUT_S = 5.0  # a worker sends tts.working every second while it holds a request
+
+# Waiting on the child's pipe blocks a thread; these waits get their own small pool so that
+# they never starve the default executor.
+_local_waits = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tts-wait")
+_local_worker: LocalWorker | None = None
+_local_lock = threading.Lock()
+
+
+def voices() -> list[dict[str, Any]]:
+    """The configured voices, default first."""
+    config = engine_config()
+    listed = [
+        {"name": spec.name, "language": spec.language, "model": spec.model_label, "default": spec.name == config.default_voice}
+        for spec in config.voices
+    ]
+    return sorted(listed, key=lambda voice: not voice["default"])
+
+
+def model_label(voice: str | None) -> str:
+    """The model a voice speaks with, as metrics name it; "" for an unknown voice."""
+    config = engine_config()
+    name = voice or config.default_voice
+    return next((spec.model_label for spec in config.voices if spec.name == name), "")
+
+
+async def synthesize(*, text: str, voice: str | None, timeout_s: float | None = None) -> Synthesis:
+    """Speak `text` with `voice` (None: the default voice) on a worker, within `timeout_s`."""
+    config = engine_config()
+    spec, text = config.checked_request(text=text, voice=voice)
+    timeout_s = settings.TTS_TIMEOUT_S if timeout_s is None else timeout_s
+    request = {"text": text, "voice": spec.name}
+    if transport_name() == "channel":
+        reply = await _channel_request("tts.synthesize", request, timeout_s=timeout_s)
+    else:
+        reply = (await _local_request({"op": "synthesize", **request}, config=config, timeout_s=timeout_s))["result"]
+    return Synthesis.from_wire(reply)
 
 
 async def tts_readiness(*, timeout_s: float) -> dict[str, Any]:
-    """Not built yet: reports the TTS worker as absent."""
-    return {"ok": False, "error": "text-to-speech is not built yet"}
+    """For /ready: a worker answers a ping (channel), or the child process runs (local)."""
+    transport = transport_name()
+    if transport == "channel":
+        try:
+            pong = await _channel_request("tts.ping", {}, timeout_s=timeout_s, pickup_timeout_s=timeout_s)
+        except TTSUnavailable as exc:
+            return {"ok": False, "transport": transport, "error": exc.message}
+        return {**pong, "ok": bool(pong.get("ok")), "transport": transport}
+    worker = _local_worker_for(engine_config())
+    loop = asyncio.get_running_loop()
+    status = await loop.run_in_executor(_local_waits, lambda: worker.status(timeout_s=timeout_s))
+    return {**status, "transport": transport}
+
+
+async def _channel_request(
+    kind: str, payload: dict[str, Any], *, timeout_s: float, pickup_timeout_s: float | None = None
+) -> dict[str, Any]:
+    layer = get_channel_layer()
+    if layer is None:
+        raise TTSUnavailable("No channel layer is configured, so no TTS worker can be reached.")
+    pickup_timeout_s = settings.TTS_PICKUP_TIMEOUT_S if pickup_timeout_s is None else pickup_timeout_s
+    reply_channel = await layer.new_channel("voice-tts-reply")
+    deadline = time.time() + timeout_s
+    await layer.send(TTS_CHANNEL, {**payload, "type": kind, "reply_channel": reply_channel, "deadline": deadline})
+    first = True
+    while True:
+        remaining = deadline - time.time()
+        wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            message = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
+        except asyncio.TimeoutError:
+            if first:
+                raise TTSUnavailable(
+                    f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
+                    f"is `python manage.py runworker {TTS_CHANNEL}` running?"
+                ) from None
+            if remaining <= wait:
+                raise TTSUnavailable(f"The text-to-speech worker did not answer within {timeout_s:g} s.") from None
+            raise TTSUnavailable("The text-to-speech worker stopped answering during the request.") from None
+        first = False
+        kind_received = message.get("type")
+        if kind_received in ("tts.accepted", "tts.working"):
+            continue
+        if kind_received == "tts.pong":
+            return {key: value for key, value in message.items() if key != "type"}
+        if message.get("ok"):
+            return dict(message)
+        raise error_from_wire(str(message.get("code", "")), str(message.get("message", "unknown error")))
+
+
+def _local_worker_for(config: EngineConfig) -> LocalWorker:
+    """The web process's child worker; replaced when the settings it was started with change."""
+    global _local_worker
+    with _local_lock:
+        start_timeout_s = settings.TTS_START_TIMEOUT_S
+        worker = _local_worker
+        if worker is None or worker.config != config or worker.start_timeout_s != start_timeout_s:
+            if worker is not None:
+                worker.stop()
+            worker = _local_worker = LocalWorker(config, start_timeout_s=start_timeout_s)
+        return worker
+
+
+async def _local_request(request: dict[str, Any], *, config: EngineConfig, timeout_s: float) -> dict[str, Any]:
+    worker = _local_worker_for(config)
+    deadline = time.monotonic() + timeout_s
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_local_waits, lambda: worker.call(request, deadline=deadline))
+
+
+def stop_local_worker() -> None:
+    """Stop the embedded child process, if any (tests, shutdown)."""
+    global _local_worker
+    with _local_lock:
+        if _local_worker is not None:
+            _local_worker.stop()
+            _local_worker = None

@@ -1,0 +1,282 @@
+"""Meta's MMS text-to-speech through transformers' VitsModel: the only module importing torch.
+
+Runs inside a TTS worker (``manage.py runworker voice-tts``) or the web process's embedded
+child, never in the web process itself. One `TTSEngine` holds every configured voice, loaded
+once; `synthesize` is synchronous and meant to be called from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoTokenizer, VitsModel
+from transformers.utils import logging as transformers_logging
+
+from voice.errors import InvalidText, TextTooLong, TTSUnavailable
+from voice.spoken_text import fold_to_vocabulary, spoken_form
+from voice.synthesis import EngineConfig, Synthesis, VoiceSpec
+from voice.wav import pcm16_wav
+
+logger = logging.getLogger("voice.engine")
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+class ModelNotAvailable(TTSUnavailable):
+    """The weights are neither in a local folder nor in the hub cache, and cannot be fetched."""
+
+
+@dataclass
+class _LoadedVoice:
+    spec: VoiceSpec
+    model: Any  # VitsModel
+    tokenizer: Any  # VitsTokenizer
+    vocabulary: frozenset[str]
+    sample_rate: int
+    romanizer: Any | None  # uroman.Uroman for voices whose tokenizer says is_uroman
+
+
+def resolve_device(requested: str) -> str:
+    """"auto" picks CUDA when torch sees a GPU; asking for CUDA without one is an error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TTSUnavailable("TTS_DEVICE is cuda but torch sees no CUDA device on this worker.")
+    return requested
+
+
+def _hub_reachable() -> bool:
+    """A quick TCP probe, so that a machine without network fails in seconds, not after retries."""
+    from huggingface_hub import constants
+
+    parsed = urlparse(constants.ENDPOINT)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _how_to_get(model: str) -> str:
+    return (
+        f"Download it on a machine with network access with `huggingface-cli download {model}` "
+        f"(then copy ~/.cache/huggingface, or point MMS_TTS_MODEL / TTS_VOICES at a folder holding "
+        f"config.json, the weights and vocab.json)."
+    )
+
+
+def _from_pretrained(loader: Any, model: str, *, offline: bool) -> Any:
+    """Load from a local folder, else the hub cache, else the hub; never hang without network."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        try:
+            return loader.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailable(f"The TTS model folder {model} cannot be loaded: {exc}") from None
+    if model.startswith(("/", ".", "~")):
+        raise ModelNotAvailable(f"The TTS model folder {model} does not exist. {_how_to_get('facebook/mms-tts-fra')}")
+    try:
+        return loader.from_pretrained(model, local_files_only=True)
+    except OSError:
+        pass  # not cached yet
+    from huggingface_hub import constants
+
+    if offline or constants.HF_HUB_OFFLINE:
+        raise ModelNotAvailable(
+            f"The TTS model {model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. {_how_to_get(model)}"
+        )
+    if not _hub_reachable():
+        raise ModelNotAvailable(
+            f"The TTS model {model} is not in the Hugging Face cache and the hub cannot be reached. {_how_to_get(model)}"
+        )
+    try:
+        return loader.from_pretrained(model)
+    except OSError as exc:
+        raise ModelNotAvailable(f"The TTS model {model} could not be downloaded: {exc}. {_how_to_get(model)}") from None
+
+
+class TTSEngine:
+    """Every configured voice, loaded once and warmed up; synthesis to 16-bit PCM WAV."""
+
+    def __init__(self, config: EngineConfig, voices: dict[str, _LoadedVoice], device: str) -> None:
+        self.config = config
+        self.device = device
+        self._voices = voices
+        self._cache: OrderedDict[tuple[str, str], Synthesis] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> TTSEngine:
+        """Load every voice on the configured device, then synthesise once per voice (warm-up)."""
+        started = time.perf_counter()
+        transformers_logging.disable_progress_bar()  # worker logs, not a terminal
+        if config.cpu_threads > 0:
+            torch.set_num_threads(config.cpu_threads)
+        device = resolve_device(config.device)
+        voices = {spec.name: cls._load_voice(spec, config=config, device=device) for spec in config.voices}
+        engine = cls(config, voices, device)
+        if config.warmup:
+            for name in voices:
+                engine._warm_up(name)
+        logger.info(
+            "TTS engine ready in %.1f s on %s: %s",
+            time.perf_counter() - started,
+            device,
+            ", ".join(f"{spec.name}={spec.model}" for spec in config.voices),
+        )
+        return engine
+
+    @staticmethod
+    def _load_voice(spec: VoiceSpec, *, config: EngineConfig, device: str) -> _LoadedVoice:
+        tokenizer = _from_pretrained(AutoTokenizer, spec.model, offline=config.offline)
+        model = _from_pretrained(VitsModel, spec.model, offline=config.offline)
+        if getattr(tokenizer, "phonemize", False):
+            # MMS voices use characters; phonemizing needs espeak, which EVA does not ship.
+            tokenizer.phonemize = False
+        model.to(device)
+        model.eval()
+        # On the model, not model.config: VitsModel copies these from its config at construction.
+        model.speaking_rate = config.speaking_rate
+        model.noise_scale = config.noise_scale
+        model.noise_scale_duration = config.noise_scale_duration
+        romanizer = None
+        if getattr(tokenizer, "is_uroman", False):
+            import uroman
+
+            romanizer = uroman.Uroman()
+        vocabulary = frozenset(tokenizer.get_vocab())
+        return _LoadedVoice(spec, model, tokenizer, vocabulary, int(model.config.sampling_rate), romanizer)
+
+    def _warm_up(self, voice: str) -> None:
+        loaded = self._voices[voice]
+        letters = [c for c in sorted(loaded.vocabulary) if len(c) == 1 and c.isalpha()][:6]
+        text = fold_to_vocabulary("bonjour hello", loaded.vocabulary) or "".join(letters)
+        if text:
+            self._run_model(loaded, text)
+
+    @property
+    def voice_names(self) -> list[str]:
+        return list(self._voices)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "voices": {name: {"model": v.spec.model_label, "sample_rate": v.sample_rate} for name, v in self._voices.items()},
+        }
+
+    def speakable_text(self, *, text: str, voice: str | None = None) -> str:
+        """What the voice will actually say: spelled out, romanised if needed, folded to its alphabet."""
+        spec, text = self.config.checked_request(text=text, voice=voice)
+        loaded = self._voices[spec.name]
+        spoken = spoken_form(text, language=spec.language)
+        if loaded.romanizer is not None and not spoken.isascii():
+            spoken = loaded.romanizer.romanize_string(spoken)
+        folded = fold_to_vocabulary(spoken, loaded.vocabulary)
+        if not folded.strip():
+            raise InvalidText(f"Nothing in this text can be spoken by the voice {spec.name!r}.")
+        if len(folded) > self.config.max_chars * 4:
+            raise TextTooLong("Once numbers are spelled out, this text is too long to speak at once.")
+        return folded
+
+    def synthesize(self, *, text: str, voice: str | None = None) -> Synthesis:
+        """Speak `text` with `voice` (None: the default voice) as a 16-bit PCM WAV file."""
+        name = self.config.voice(voice).name
+        folded = self.speakable_text(text=text, voice=name)
+        key = (name, folded)
+        cacheable = self.config.cache_entries > 0 and len(folded) <= self.config.cache_max_chars
+        if cacheable:
+            with self._cache_lock:
+                hit = self._cache.get(key)
+                if hit is not None:
+                    self._cache.move_to_end(key)
+                    return replace(hit, cached=True, synthesis_ms=0.0)
+        loaded = self._voices[name]
+        started = time.perf_counter()
+        pcm = self._run_model(loaded, folded)
+        result = Synthesis(
+            wav=pcm16_wav(pcm, sample_rate=loaded.sample_rate),
+            sample_rate=loaded.sample_rate,
+            duration_s=len(pcm) / 2 / loaded.sample_rate,
+            voice=name,
+            model=loaded.spec.model_label,
+            synthesis_ms=(time.perf_counter() - started) * 1000,
+        )
+        if cacheable:
+            with self._cache_lock:
+                self._cache[key] = result
+                while len(self._cache) > self.config.cache_entries:
+                    self._cache.popitem(last=False)
+        return result
+
+    def _run_model(self, loaded: _LoadedVoice, text: str) -> bytes:
+        """The model's waveform for already-folded text, trimmed to its length, as int16 PCM."""
+        inputs = loaded.tokenizer(text, return_tensors="pt")
+        input_ids = inputs["input_ids"].to(self.device)
+        attention_mask = inputs["attention_mask"].to(self.device)
+        with torch.inference_mode():
+            output = loaded.model(input_ids=input_ids, attention_mask=attention_mask)
+        length = int(output.sequence_lengths[0])
+        waveform = output.waveform[0, :length].float().clamp(-1.0, 1.0).cpu().numpy()
+        return (waveform * 32767.0).astype("<i2").tobytes()
+
+
+def build_tiny_voice(folder: str | Path, *, vocabulary: str | None = None, seed: int = 0, **config: Any) -> Path:
+    """Save a tiny random-weight MMS-style voice (real VitsConfig and tokenizer) into `folder`.
+
+    For tests and benchmarks where real weights cannot be downloaded: it loads through
+    exactly the same `from_pretrained` path as facebook/mms-tts-*. `config` overrides
+    VitsConfig sizes (the benchmark passes the real checkpoint's architecture).
+    """
+    import json
+    import tempfile
+
+    from transformers import VitsConfig, VitsTokenizer
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = vocabulary or "abcdefghijklmnopqrstuvwxyzàâçéèêëîïôùûüÿœæ'-"
+    tokens = ["_", " ", *dict.fromkeys(letters)]  # "_" (id 0) is the blank MMS inserts between characters
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab_file = Path(scratch) / "vocab.json"
+        vocab_file.write_text(json.dumps({token: index for index, token in enumerate(tokens)}), encoding="utf-8")
+        tokenizer = VitsTokenizer(str(vocab_file), pad_token="_", unk_token="_", phonemize=False, normalize=True)
+        tokenizer.save_pretrained(folder)
+    sizes: dict[str, Any] = {
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "ffn_dim": 32,
+        "flow_size": 16,
+        "spectrogram_bins": 17,
+        "upsample_initial_channel": 16,
+        "upsample_rates": [8, 8, 2, 2],
+        "upsample_kernel_sizes": [16, 16, 4, 4],
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1]],
+        "prior_encoder_num_flows": 1,
+        "prior_encoder_num_wavenet_layers": 1,
+        "posterior_encoder_num_wavenet_layers": 1,
+        "duration_predictor_filter_channels": 16,
+        "duration_predictor_num_flows": 1,
+        "depth_separable_num_layers": 1,
+    }
+    sizes.update(config)
+    vits_config = VitsConfig(vocab_size=len(tokens), pad_token_id=0, sampling_rate=16_000, **sizes)
+    torch.manual_seed(seed)
+    VitsModel(vits_config).save_pretrained(folder)
+    return folder
+
+
+__all__ = ["ModelNotAvailable", "TTSEngine", "build_tiny_voice", "resolve_device"]

@@ -1,0 +1,231 @@
+"""The embedded TTS worker: one child process of the web process, for when there is no Redis.
+
+The in-memory channel layer cannot cross processes, so without REDIS_URL the web process
+starts one child (`python -m voice.local_worker`: a fresh interpreter, no inherited event loop,
+threads or database connections; unlike multiprocessing's spawn it does not re-import the
+parent's __main__, which daphne or a script may not guard) that loads the same engine and
+talks to it over a socket pair with multiprocessing's Connection framing. Synthesis
+therefore never runs in the web process. Calls are serialised; each has a deadline. A child
+that dies answers EOF at once; one that misses the deadline is killed. Either way the call
+fails with `tts_unavailable` and the next call starts a fresh child.
+
+No Django here: the child gets its EngineConfig by pickling and imports only voice modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from chat.errors import EvaError
+from voice.errors import TTSUnavailable, error_from_wire
+from voice.synthesis import EngineConfig
+
+logger = logging.getLogger("voice.local_worker")
+
+START_RETRY_S = 30.0  # after a failed start (model missing), fail fast for this long
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def child_main(conn: Connection, config: EngineConfig) -> None:
+    """The child's whole life: load the engine, then answer requests until the pipe closes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[child]: %(message)s")
+    try:
+        from voice.engine import TTSEngine
+
+        engine = TTSEngine.load(config)
+    except EvaError as exc:
+        conn.send({"op": "failed", "code": exc.code, "message": exc.message})
+        return
+    except Exception as exc:  # report, then exit: the parent turns it into tts_unavailable
+        conn.send({"op": "failed", "code": "tts_unavailable", "message": f"{type(exc).__name__}: {exc}"})
+        return
+    conn.send({"op": "ready", "info": engine.describe()})
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):
+            return  # the web process is gone
+        reply: dict[str, Any] = {"id": request.get("id")}
+        try:
+            if request.get("op") == "ping":
+                reply.update(ok=True, info=engine.describe())
+            else:
+                synthesis = engine.synthesize(text=request["text"], voice=request.get("voice"))
+                reply.update(ok=True, result=synthesis.to_wire())
+        except EvaError as exc:
+            reply.update(ok=False, code=exc.code, message=exc.message)
+        except Exception as exc:  # one bad request must not end the child
+            logging.getLogger("voice.local_worker").exception("synthesis failed")
+            reply.update(ok=False, code="tts_unavailable", message=f"Synthesis failed: {exc}")
+        conn.send(reply)
+
+
+class LocalWorker:
+    """Owns the child process; `call` is blocking and thread-safe (run it off the event loop)."""
+
+    def __init__(self, config: EngineConfig, *, start_timeout_s: float) -> None:
+        self.config = config
+        self.start_timeout_s = start_timeout_s
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._info: dict[str, Any] = {}
+        self._failed: tuple[float, str, str] | None = None
+        self._ready = threading.Event()  # set while a child has loaded and runs
+        self._next_id = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._ready.is_set() and self._process is not None and self._process.poll() is None
+
+    def call(self, request: dict[str, Any], *, deadline: float) -> dict[str, Any]:
+        """Send one request and wait for its answer until `deadline` (time.monotonic());
+        starting a child first if none runs, with TTS_START_TIMEOUT_S on top for its loading."""
+        budget = deadline - time.monotonic()
+        wait = budget + (0 if self.running else self.start_timeout_s)
+        if not self._lock.acquire(timeout=max(wait, 0.0)):
+            raise TTSUnavailable("The text-to-speech process is busy: no turn came before the deadline.")
+        try:
+            if not self.running:
+                self._start()
+                deadline = time.monotonic() + budget  # loading the model does not eat the request's budget
+            return self._exchange(request, deadline=deadline)
+        finally:
+            self._lock.release()
+
+    def status(self, *, timeout_s: float) -> dict[str, Any]:
+        """Readiness: the child answers a ping, or is busy synthesising (which proves it alive).
+        A readiness probe also starts the child, in the background, so that it loads early."""
+        if not self.running and self._failed is not None and time.monotonic() - self._failed[0] < START_RETRY_S:
+            return {"ok": False, "error": self._failed[2]}
+        if not self.running:
+            failed_before = self._failed
+            self._start_in_background()
+            until = time.monotonic() + timeout_s
+            while not self._ready.wait(0.1):
+                if self._failed is not None and self._failed is not failed_before or time.monotonic() > until:
+                    break
+            if not self.running:
+                if self._failed is not None:
+                    return {"ok": False, "error": self._failed[2]}
+                return {"ok": False, "error": "the text-to-speech process is still loading its model"}
+        if self._lock.locked():
+            return {"ok": True, "busy": True, "pid": self.pid, **self._info}
+        try:
+            reply = self.call({"op": "ping"}, deadline=time.monotonic() + timeout_s)
+        except EvaError as exc:
+            return {"ok": False, "error": exc.message}
+        return {"ok": True, "pid": self.pid, **reply.get("info", {})}
+
+    def _start_in_background(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # a start or a request is under way
+
+        def start() -> None:
+            try:
+                if not self.running:
+                    self._start()
+            except EvaError:
+                pass  # recorded in self._failed, reported by status()
+            finally:
+                self._lock.release()
+
+        threading.Thread(target=start, name="tts-child-start", daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._kill()
+
+    def _start(self) -> None:
+        if self._failed is not None and time.monotonic() - self._failed[0] < START_RETRY_S:
+            raise error_from_wire(self._failed[1], self._failed[2])
+        self._kill()
+        parent_sock, child_sock = socket.socketpair()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "voice.local_worker", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+        )
+        child_sock.close()  # so that the child's death shows up here as EOF
+        parent_conn = Connection(parent_sock.detach())
+        parent_conn.send_bytes(pickle.dumps(self.config))
+        self._process, self._conn = process, parent_conn
+        started = time.monotonic()
+        if not parent_conn.poll(self.start_timeout_s):
+            self._kill()
+            raise TTSUnavailable(f"The text-to-speech process did not load its model within {self.start_timeout_s:g} s.")
+        try:
+            hello = parent_conn.recv()
+        except (EOFError, OSError):
+            self._kill()
+            raise TTSUnavailable("The text-to-speech process exited while loading its model.") from None
+        if hello.get("op") != "ready":
+            self._kill()
+            self._failed = (time.monotonic(), hello.get("code", "tts_unavailable"), hello.get("message", "unknown error"))
+            logger.error("the TTS child process could not start: %s", self._failed[2])
+            raise error_from_wire(self._failed[1], self._failed[2])
+        self._failed = None
+        self._info = hello.get("info", {})
+        self._ready.set()
+        logger.info("TTS child process %s ready in %.1f s", process.pid, time.monotonic() - started)
+
+    def _exchange(self, request: dict[str, Any], *, deadline: float) -> dict[str, Any]:
+        assert self._conn is not None
+        self._next_id += 1
+        request = {**request, "id": self._next_id}
+        try:
+            self._conn.send(request)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._conn.poll(remaining):
+                    self._kill()
+                    raise TTSUnavailable("The text-to-speech process did not answer in time; it has been restarted.")
+                reply = self._conn.recv()
+                if reply.get("id") == request["id"]:
+                    break
+        except (EOFError, OSError, BrokenPipeError):
+            self._kill()
+            raise TTSUnavailable("The text-to-speech process died during the request; the next request restarts it.") from None
+        if not reply.get("ok"):
+            raise error_from_wire(reply.get("code", "tts_unavailable"), reply.get("message", "unknown error"))
+        return dict(reply)
+
+    def _kill(self) -> None:
+        self._ready.clear()
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                logger.error("TTS child process %s did not exit after SIGKILL", process.pid)
+
+
+def _child_entry(fd: int) -> None:
+    conn = Connection(fd)
+    config = pickle.loads(conn.recv_bytes())
+    if not isinstance(config, EngineConfig):
+        raise SystemExit("voice.local_worker: expected an EngineConfig")
+    child_main(conn, config)
+
+
+if __name__ == "__main__":
+    _child_entry(int(sys.argv[1]))

@@ -1,0 +1,80 @@
+"""What travels between the web process and a TTS worker: voices, engine settings, results.
+
+Plain dataclasses (no torch, no Django) so that the web process, the embedded child and the
+channel-layer worker share them, and the engine settings can be pickled into a child process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from voice.errors import InvalidText, TextTooLong, UnknownVoice
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    name: str
+    model: str  # a Hugging Face hub id (facebook/mms-tts-fra) or a local folder
+    language: str | None  # num2words language used to spell numbers; None: left as digits
+
+    @property
+    def model_label(self) -> str:
+        """The model as shown to users and in metrics: a local folder is named, not located."""
+        path = Path(self.model)
+        label = path.name if self.model.startswith(("/", ".", "~")) or path.is_absolute() else self.model
+        return label[:100]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    voices: tuple[VoiceSpec, ...]
+    default_voice: str
+    device: str = "auto"  # auto (cuda when available), cpu or cuda
+    cpu_threads: int = 0  # 0: torch's default
+    speaking_rate: float = 1.0
+    noise_scale: float = 0.667
+    noise_scale_duration: float = 0.8
+    max_chars: int = 1000
+    cache_entries: int = 256
+    cache_max_chars: int = 200  # only short, likely repeated phrases are cached
+    warmup: bool = True
+    offline: bool = False  # never reach the hub (HF_HUB_OFFLINE)
+
+    def voice(self, name: str | None) -> VoiceSpec:
+        """The voice called `name` (None: the default one); UnknownVoice otherwise."""
+        wanted = name or self.default_voice
+        for spec in self.voices:
+            if spec.name == wanted:
+                return spec
+        known = ", ".join(spec.name for spec in self.voices)
+        raise UnknownVoice(f"Unknown voice {wanted!r}; available: {known}.")
+
+    def checked_request(self, *, text: str, voice: str | None) -> tuple[VoiceSpec, str]:
+        """Validate a request before it costs a worker anything: (voice, stripped text)."""
+        spec = self.voice(voice)
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidText("There is no text to speak.")
+        text = text.strip()
+        if len(text) > self.max_chars:
+            raise TextTooLong(f"The text has {len(text)} characters; at most {self.max_chars} can be spoken at once.")
+        return spec, text
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    wav: bytes
+    sample_rate: int
+    duration_s: float
+    voice: str
+    model: str  # the voice's model label
+    synthesis_ms: float = 0.0  # time the engine spent, 0 for a cache hit
+    cached: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Synthesis:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})

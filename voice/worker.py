@@ -1,0 +1,203 @@
+"""The TTS worker: `python manage.py runworker voice-tts`, Channels' worker model.
+
+Request/reply protocol over the channel layer (all messages carry `reply_channel`):
+
+- web -> "voice-tts": {"type": "tts.synthesize", "text", "voice", "deadline" (epoch s)} or
+  {"type": "tts.ping", "deadline"}.
+- worker -> reply channel: {"type": "tts.accepted"} at once, then {"type": "tts.working"} every
+  HEARTBEAT_S while the request waits or runs, then exactly one {"type": "tts.result", "ok": true,
+  <Synthesis fields>} or {"type": "tts.result", "ok": false, "code", "message"}; a ping gets one
+  {"type": "tts.pong", ...}.
+
+The client treats silence (no acceptance within TTS_PICKUP_TIMEOUT_S, no heartbeat for
+HEARTBEAT_TIMEOUT_S) or the deadline as `tts_unavailable`, so a worker that dies mid-request
+costs its client seconds, not the whole deadline. A worker drops requests whose deadline has
+passed, so a backlog left by a crash is not synthesised for nobody.
+
+Several workers may listen on "voice-tts"; each request goes to one of them. Each worker
+synthesises one request at a time (one engine thread), the model loaded once at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from channels.consumer import AsyncConsumer
+
+from chat.errors import EvaError
+from voice.errors import TTSUnavailable
+from voice.synthesis import EngineConfig, Synthesis
+
+if TYPE_CHECKING:
+    from voice.engine import TTSEngine
+
+logger = logging.getLogger("voice.worker")
+
+HEARTBEAT_S = 1.0
+LOAD_RETRY_S = 30.0
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class EngineHost:
+    """This process's engine: loaded once off the event loop, used by one thread at a time."""
+
+    def __init__(self, config: EngineConfig, *, hang_exit_s: float = 0.0) -> None:
+        self.config = config
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-engine")
+        self._engine: TTSEngine | None = None
+        self._loading: Future[TTSEngine] | None = None
+        self._load_error: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+        self._busy_since: float | None = None
+        self._hang_exit_s = hang_exit_s
+        if hang_exit_s > 0:
+            threading.Thread(target=self._watchdog, name="tts-watchdog", daemon=True).start()
+
+    def start_loading(self) -> Future[TTSEngine]:
+        """Begin loading (once; again after LOAD_RETRY_S if it failed)."""
+        with self._lock:
+            if self._loading is not None and not (self._loading.done() and self._engine is None and self._retry_due()):
+                return self._loading
+            self._loading = self._executor.submit(self._load)
+            return self._loading
+
+    def _retry_due(self) -> bool:
+        return self._load_error is None or time.monotonic() - self._load_error[0] >= LOAD_RETRY_S
+
+    def _load(self) -> TTSEngine:
+        from voice.engine import TTSEngine
+
+        try:
+            engine = TTSEngine.load(self.config)
+        except EvaError as exc:
+            logger.critical("cannot load the TTS engine: %s", exc.message)
+            self._load_error = (time.monotonic(), exc.message)
+            raise
+        except Exception as exc:
+            logger.exception("cannot load the TTS engine")
+            self._load_error = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+            raise TTSUnavailable(f"The TTS worker cannot load its model: {exc}") from exc
+        self._engine = engine
+        self._load_error = None
+        return engine
+
+    def status(self) -> dict[str, Any]:
+        if self._engine is not None:
+            return {"ok": True, "busy": self._busy_since is not None, **self._engine.describe()}
+        if self._load_error is not None:
+            return {"ok": False, "error": self._load_error[1]}
+        return {"ok": False, "error": "the TTS worker is still loading its model"}
+
+    async def synthesize(self, *, text: str, voice: str | None, deadline: float) -> Synthesis:
+        loading = self.start_loading()
+        await asyncio.wrap_future(loading)  # raises the load error, if any
+        return await asyncio.wrap_future(self._executor.submit(self._synthesize, text, voice, deadline))
+
+    def _synthesize(self, text: str, voice: str | None, deadline: float) -> Synthesis:
+        if time.time() > deadline:
+            raise TTSUnavailable("The request waited past its deadline in the TTS worker's queue.")
+        assert self._engine is not None
+        self._busy_since = time.monotonic()
+        try:
+            return self._engine.synthesize(text=text, voice=voice)
+        finally:
+            self._busy_since = None
+
+    def _watchdog(self) -> None:
+        # A synthesis stuck in native code cannot be interrupted from Python: exit so that the
+        # process manager restarts a healthy worker instead of one that takes requests forever.
+        while True:
+            time.sleep(1.0)
+            busy_since = self._busy_since
+            if busy_since is not None and time.monotonic() - busy_since > self._hang_exit_s:
+                logger.critical("a synthesis has run for over %.0f s: exiting so that the worker is restarted", self._hang_exit_s)
+                logging.shutdown()
+                os._exit(70)
+
+
+_host: EngineHost | None = None
+_host_lock = threading.Lock()
+
+
+def engine_host() -> EngineHost:
+    """The process-wide EngineHost, built from settings on first use."""
+    global _host
+    with _host_lock:
+        if _host is None:
+            from django.conf import settings
+
+            from voice.config import engine_config
+
+            _host = EngineHost(engine_config(), hang_exit_s=settings.TTS_WORKER_HANG_EXIT_S)
+        return _host
+
+
+def preload() -> None:
+    """Start loading the model now, so the first request does not pay for it."""
+    engine_host().start_loading()
+
+
+class TTSWorkerConsumer(AsyncConsumer):
+    """Answers tts.synthesize and tts.ping sent to the "voice-tts" channel."""
+
+    async def tts_synthesize(self, message: dict[str, Any]) -> None:
+        reply_channel = message.get("reply_channel")
+        deadline = float(message.get("deadline") or 0)
+        if not reply_channel:
+            logger.warning("dropped a tts.synthesize without reply_channel")
+            return
+        if time.time() > deadline:
+            logger.info("dropped a request whose deadline had already passed")
+            return
+        await self.channel_layer.send(reply_channel, {"type": "tts.accepted", "worker": WORKER_ID})
+        task = asyncio.create_task(self._answer(message, reply_channel=reply_channel, deadline=deadline))
+        self._tasks().add(task)
+        task.add_done_callback(self._tasks().discard)
+
+    def _tasks(self) -> set[asyncio.Task[None]]:
+        if not hasattr(self, "_running"):
+            self._running: set[asyncio.Task[None]] = set()
+        return self._running
+
+    async def _answer(self, message: dict[str, Any], *, reply_channel: str, deadline: float) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(reply_channel, deadline))
+        try:
+            started = time.perf_counter()
+            synthesis = await engine_host().synthesize(text=str(message.get("text", "")), voice=message.get("voice"), deadline=deadline)
+            reply: dict[str, Any] = {"type": "tts.result", "ok": True, "worker": WORKER_ID, **synthesis.to_wire()}
+            logger.info(
+                "synthesised %d chars as %.2f s of audio in %.0f ms%s",
+                len(str(message.get("text", ""))),
+                synthesis.duration_s,
+                (time.perf_counter() - started) * 1000,
+                " (cached)" if synthesis.cached else "",
+            )
+        except EvaError as exc:
+            reply = {"type": "tts.result", "ok": False, "code": exc.code, "message": exc.message}
+        except Exception as exc:  # the worker must keep serving after any one failure
+            logger.exception("synthesis failed")
+            reply = {"type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}"}
+        finally:
+            heartbeat.cancel()
+        if time.time() <= deadline:  # past it, the client is gone: do not fill its inbox
+            await self.channel_layer.send(reply_channel, reply)
+
+    async def _heartbeat(self, reply_channel: str, deadline: float) -> None:
+        while time.time() < deadline:
+            await asyncio.sleep(HEARTBEAT_S)
+            await self.channel_layer.send(reply_channel, {"type": "tts.working"})
+
+    async def tts_ping(self, message: dict[str, Any]) -> None:
+        reply_channel = message.get("reply_channel")
+        if not reply_channel or time.time() > float(message.get("deadline") or 0):
+            return
+        host = engine_host()
+        host.start_loading()
+        await self.channel_layer.send(reply_channel, {"type": "tts.pong", "worker": WORKER_ID, **host.status()})
