@@ -261,7 +261,45 @@ RATE_LIMIT_PER_KEY = envratelimit("RATE_LIMIT_PER_KEY", "60/minute")
 RATE_LIMIT_PER_USER = envratelimit("RATE_LIMIT_PER_USER", "120/minute")
 
 # --- voice ------------------------------------------------------------------------------
-MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")
+MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model
+TTS_DEFAULT_VOICE = envstr("TTS_DEFAULT_VOICE", "fra")
+
+
+def _tts_voices(default_voice: str, default_model: str, extra: str) -> dict[str, str]:
+    """Voice name -> model: the default voice (MMS_TTS_MODEL) plus TTS_VOICES "name=model,..."."""
+    voices = {default_voice: default_model}
+    for item in (part.strip() for part in extra.split(",")):
+        if not item:
+            continue
+        name, sep, model = (piece.strip() for piece in item.partition("="))
+        if not sep or not model or not name.replace("-", "").replace("_", "").isalnum():
+            raise ImproperlyConfigured(f"TTS_VOICES items must look like fra=facebook/mms-tts-fra, got {item!r}")
+        if name == default_voice and model != default_model:
+            raise ImproperlyConfigured(f"TTS_VOICES names {name!r}, the default voice: set MMS_TTS_MODEL instead")
+        voices[name] = model
+    return voices
+
+
+TTS_VOICES = _tts_voices(TTS_DEFAULT_VOICE, MMS_TTS_MODEL, envstr("TTS_VOICES", "eng=facebook/mms-tts-eng"))
+# Where synthesis runs: "channel" = runworker voice-tts workers over the channel layer,
+# "local" = one child process of the web process; "auto" = channel when REDIS_URL is set.
+TTS_TRANSPORT = envchoice("TTS_TRANSPORT", "auto", ("auto", "channel", "local"))
+TTS_DEVICE = envchoice("TTS_DEVICE", "auto", ("auto", "cpu", "cuda"))
+TTS_CPU_THREADS = envint("TTS_CPU_THREADS", 0, minimum=0)  # 0: torch's default
+TTS_SPEAKING_RATE = envfloat("TTS_SPEAKING_RATE", 1.0, minimum=0.1, maximum=4.0)
+TTS_NOISE_SCALE = envfloat("TTS_NOISE_SCALE", 0.667, minimum=0.0, maximum=2.0)
+TTS_NOISE_SCALE_DURATION = envfloat("TTS_NOISE_SCALE_DURATION", 0.8, minimum=0.0, maximum=2.0)
+TTS_MAX_CHARS = envint("TTS_MAX_CHARS", 1000, minimum=1, maximum=20000)
+TTS_TIMEOUT_S = envfloat("TTS_TIMEOUT_S", 30.0, minimum=0.1)
+TTS_PICKUP_TIMEOUT_S = envfloat("TTS_PICKUP_TIMEOUT_S", 5.0, minimum=0.1)
+TTS_START_TIMEOUT_S = envfloat("TTS_START_TIMEOUT_S", 120.0, minimum=1.0)
+TTS_CACHE_ENTRIES = envint("TTS_CACHE_ENTRIES", 256, minimum=0)
+TTS_WARMUP = envbool("TTS_WARMUP", True)
+TTS_WORKER_HANG_EXIT_S = envfloat("TTS_WORKER_HANG_EXIT_S", 120.0, minimum=0.0)  # 0: never
+TTS_STREAM_FIRST_MIN_CHARS = envint("TTS_STREAM_FIRST_MIN_CHARS", 24, minimum=1)
+TTS_STREAM_MAX_CHARS = envint("TTS_STREAM_MAX_CHARS", 220, minimum=20, maximum=20000)
+TTS_STREAM_MAX_IN_FLIGHT = envint("TTS_STREAM_MAX_IN_FLIGHT", 2, minimum=1, maximum=8)
+TTS_HUB_OFFLINE = envbool("HF_HUB_OFFLINE", False)
 
 # --- metrics ----------------------------------------------------------------------------
 METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 30, minimum=1)
