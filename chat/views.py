@@ -67,14 +67,21 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return render(request, "chat/chat.html", {"chat_config": config})
 
 
+SCOPE_CHOICES = [
+    (Scope.CHAT.value, "Chat", "WebSocket and REST chat"),
+    (Scope.TTS.value, "Text-to-speech", "/api/v1/tts"),
+    (Scope.METRICS.value, "Metrics", "latency statistics (staff)"),
+]
+
+
 @with_content_security_policy
 @login_required
 def keys_page(request: HttpRequest) -> HttpResponse:
     """Create, list and revoke one's own API keys (through /api/v1/keys)."""
     scopes = [
-        {"value": choice.value, "label": choice.label, "checked": choice.value == Scope.CHAT}
-        for choice in Scope
-        if choice.value != Scope.METRICS or request.user.is_staff
+        {"value": scope, "label": label, "help": help_text, "checked": scope == Scope.CHAT}
+        for scope, label, help_text in SCOPE_CHOICES
+        if scope != Scope.METRICS or request.user.is_staff
     ]
     return render(request, "chat/keys.html", {"scopes": scopes, "keys_config": {"apiBase": "/api/v1"}})
 

@@ -86,7 +86,9 @@ function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
-  if (!busy && ui.stop.contains(document.activeElement)) ui.input.focus();
+  // A clicked Stop button is now hidden: keep keyboard focus in the message box, not lost on <body>.
+  const lost = document.activeElement === document.body || ui.stop.contains(document.activeElement);
+  if (!busy && lost) ui.input.focus();
 }
 
 function autosize() {
