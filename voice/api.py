@@ -1,5 +1,61 @@
-"""REST endpoints of the voice app (mounted under /api/v1/)."""
+"""REST endpoints of the voice app (mounted under /api/v1/): POST /tts, GET /voices."""
 
-from ninja import Router
+from __future__ import annotations
 
-router = Router(tags=["voice"])
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Router, Schema
+
+from chat.auth import Principal, auth_for
+from chat.models import Scope
+from voice import client
+from voice.services import tts_speak
+
+router = Router(tags=["voice"], auth=auth_for(Scope.TTS))
+
+
+class SpeechIn(Schema):
+    text: str = Field(..., description="What to say: 1 to TTS_MAX_CHARS characters; numbers, times and money are spelled out.")
+    voice: str | None = Field(None, description="A voice name from GET /api/v1/voices; default: TTS_DEFAULT_VOICE.")
+
+
+class VoiceOut(Schema):
+    name: str
+    language: str | None
+    model: str
+    default: bool
+
+
+class ErrorOut(Schema):
+    code: str
+    message: str
+
+
+@router.post(
+    "/tts",
+    response={200: None, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    summary="Speak a text",
+    description=(
+        "Answers `audio/wav` (16-bit PCM, mono, the voice's sample rate, 16 kHz for MMS). "
+        "Errors: 422 `invalid_text` (empty or nothing speakable), `text_too_long`, `unknown_voice`; "
+        "503 `tts_unavailable` (no TTS worker answered in time)."
+    ),
+    openapi_extra={"responses": {"200": {"description": "The speech", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}},
+)
+async def speak(request: HttpRequest, payload: SpeechIn) -> HttpResponse:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    request_id, synthesis = await tts_speak(
+        text=payload.text, voice=payload.voice, user_id=principal.user_id, api_key_id=principal.api_key_id
+    )
+    response = HttpResponse(synthesis.wav, content_type="audio/wav")
+    response["Content-Disposition"] = 'inline; filename="speech.wav"'
+    response["X-Request-Id"] = request_id
+    response["X-Voice"] = synthesis.voice
+    response["X-Audio-Duration"] = f"{synthesis.duration_s:.3f}"
+    return response
+
+
+@router.get("/voices", response=list[VoiceOut], summary="The voices available for /tts and /ws/chat")
+def list_voices(request: HttpRequest) -> list[dict[str, Any]]:
+    return client.voices()

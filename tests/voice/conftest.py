@@ -1,0 +1,151 @@
+"""Fixtures for voice tests: a tiny MMS-style voice on disk, and real TTS worker processes.
+
+Real weights cannot be downloaded here, so `tiny_voice` saves a random-weight VitsModel and
+a character-vocabulary VitsTokenizer with save_pretrained; the engine loads it through the
+same from_pretrained path as facebook/mms-tts-*. Workers are real `manage.py runworker
+voice-tts` processes on the real Redis channel layer (CHANNEL_LAYER_PREFIX keeps parallel runs apart).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+
+from chat.api_keys import api_key_create
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def tiny_voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from voice.engine import build_tiny_voice
+
+    return build_tiny_voice(tmp_path_factory.mktemp("voices") / "tiny-mms")
+
+
+@pytest.fixture
+def voice_settings(settings, tiny_voice):
+    """Django settings pointing both voices at the tiny model, as a worker started by `start_worker` has them."""
+    settings.MMS_TTS_MODEL = str(tiny_voice)
+    settings.TTS_DEFAULT_VOICE = "fra"
+    settings.TTS_VOICES = {"fra": str(tiny_voice), "eng": str(tiny_voice)}
+    settings.TTS_CPU_THREADS = 1
+    settings.TTS_TIMEOUT_S = 30.0
+    settings.TTS_PICKUP_TIMEOUT_S = 3.0
+    settings.TTS_MAX_CHARS = 1000
+    settings.TTS_SPEAKING_RATE = 1.0
+    settings.TTS_TRANSPORT = "auto"
+    return settings
+
+
+class WorkerProcess:
+    """One `manage.py runworker voice-tts` subprocess; its log lines are collected."""
+
+    def __init__(self, *, model: Path, **env: str) -> None:
+        self.lines: list[str] = []
+        environment = {
+            **os.environ,
+            "MMS_TTS_MODEL": str(model),
+            "TTS_DEFAULT_VOICE": "fra",
+            "TTS_VOICES": f"eng={model}",
+            "TTS_CPU_THREADS": "1",
+            "LOG_LEVEL": "info",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", "voice-tts"],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    def wait_for_line(self, fragment: str, *, timeout: float = 60.0, start: int = 0) -> int:
+        """Index of the first log line (from `start`) containing `fragment`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for index in range(start, len(self.lines)):
+                if fragment in self.lines[index]:
+                    return index
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise AssertionError(f"worker never logged {fragment!r}; log:\n" + "\n".join(self.lines[-30:]))
+
+    def wait_ready(self) -> WorkerProcess:
+        self.wait_for_line("TTS engine ready")
+        return self
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_worker(tiny_voice) -> Iterator:
+    """`start_worker(**env)` starts a worker and waits until its model is loaded; all are stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*, wait: bool = True, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(model=tiny_voice, **env)
+        started.append(worker)
+        return worker.wait_ready() if wait else worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="module")
+def module_worker(tiny_voice) -> Iterator[WorkerProcess]:
+    """One worker shared by a module's tests that do not harm it."""
+    worker = WorkerProcess(model=tiny_voice).wait_ready()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def tts_key():
+    """`await tts_key("alice", scopes="tts")` → (user, plaintext API key)."""
+
+    @sync_to_async
+    def make(username: str = "alice", scopes: str = "tts"):
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        return user, api_key_create(owner=user, name=f"{username}-voice", scopes=scopes)[1]
+
+    return make
+
+
+@pytest.fixture
+def local_transport(voice_settings):
+    """Synthesis through the web process's own child process (no channel layer)."""
+    from voice.client import stop_local_worker
+
+    voice_settings.TTS_TRANSPORT = "local"
+    voice_settings.TTS_START_TIMEOUT_S = 60.0
+    yield voice_settings
+    stop_local_worker()
