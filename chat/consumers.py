@@ -29,6 +29,10 @@ MAX_FRAME_CHARS = 64_000  # far above any valid message (CHAT_MAX_MESSAGE_CHARS 
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
+    # Chat sockets receive nothing through the channel layer (no groups, no pushes), so they do
+    # not take a layer channel: otherwise every open socket keeps a Redis read loop busy.
+    # An alias that is not configured makes Channels skip the layer for this consumer.
+    channel_layer_alias = "chat-sockets-need-no-layer"
     generation: ChatGeneration | None = None
     task: asyncio.Task[None] | None = None
 

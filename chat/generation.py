@@ -115,7 +115,7 @@ class ChatGeneration:
         content_validate(request.content)
         session_id_validate(request.session_id)
         await rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id)
-        turn = await database_sync_to_async(chat_turn_begin)(
+        turn = await database_sync_to_async(chat_turn_begin, thread_sensitive=False)(
             owner_id=request.user_id, session_id=request.session_id, content=request.content, request_id=self.request_id
         )
         self.session_pk = turn.session_pk
@@ -181,7 +181,7 @@ class ChatGeneration:
 
     async def _store_reply(self, *, status: str) -> None:
         assert self.session_pk is not None
-        await database_sync_to_async(chat_turn_finish)(
+        await database_sync_to_async(chat_turn_finish, thread_sensitive=False)(
             session_pk=self.session_pk,
             content=self.text,
             status=status,

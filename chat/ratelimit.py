@@ -11,6 +11,8 @@ import math
 import time
 import weakref
 
+import redis.asyncio
+
 from django.conf import settings
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -28,8 +30,13 @@ def _limiter() -> MovingWindowRateLimiter:
     limiter = _limiters.get(loop)
     if limiter is None:
         if settings.REDIS_URL:
+            # A blocking pool: a burst waits for a free connection instead of failing.
+            pool = redis.asyncio.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=50, timeout=5)
             storage: Storage = RedisStorage(
-                f"async+{settings.REDIS_URL}", implementation="redispy", key_prefix=f"{settings.CHANNEL_LAYER_PREFIX}:rl"
+                f"async+{settings.REDIS_URL}",
+                implementation="redispy",
+                key_prefix=f"{settings.CHANNEL_LAYER_PREFIX}:rl",
+                connection_pool=pool,
             )
         else:
             # One memory store for the process: every loop must see the same counts.

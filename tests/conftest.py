@@ -70,3 +70,23 @@ async def _close_db_connections_opened_by_async_code():
 def _fast_password_hashing(settings):
     """PBKDF2 at production strength costs ~0.3 s a login; tests log in a lot."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_blocker):
+    """Pooled connections opened by executor threads outlive the tests; end them so the test
+    database can be dropped (otherwise Postgres refuses: "being accessed by other users")."""
+    yield
+    from django.db import connection, connections
+
+    with django_db_blocker.unblock():
+        for each in connections.all():
+            if getattr(each, "close_pool", None):
+                each.close_pool()
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            connection.close()
