@@ -82,13 +82,14 @@ function scrollToBottom() {
 }
 
 function setBusy(busy) {
+  const wasBusy = ui.layout.dataset.busy === "true";
   ui.send.hidden = busy;
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
   // A clicked Stop button is now hidden: keep keyboard focus in the message box, not lost on <body>.
   const lost = document.activeElement === document.body || ui.stop.contains(document.activeElement);
-  if (!busy && lost) ui.input.focus();
+  if (wasBusy && !busy && lost) ui.input.focus();
 }
 
 function autosize() {
@@ -101,9 +102,15 @@ function autosize() {
   ui.counter.classList.toggle("over", left < 0);
 }
 
-function setSidebarOpen(open) {
+const narrowScreen = window.matchMedia("(max-width: 760px)");
+
+function setSidebarOpen(open, { focus = false } = {}) {
   ui.sidebar.dataset.open = open ? "true" : "false";
   ui.toggleSidebar.setAttribute("aria-expanded", open ? "true" : "false");
+  if (open && focus) {
+    // A drawer that opens takes the focus, on the open conversation when there is one.
+    (ui.sidebar.querySelector(".conversation-open[aria-current=true]") || ui.newButton).focus();
+  }
 }
 
 function rememberConversation(sessionId) {
@@ -412,12 +419,17 @@ byId("page-notice-close").addEventListener("click", () => {
   hideNotice();
   ui.input.focus();
 });
-ui.toggleSidebar.addEventListener("click", () => setSidebarOpen(ui.sidebar.dataset.open !== "true"));
-ui.sidebar.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && ui.sidebar.dataset.open === "true") {
+ui.toggleSidebar.addEventListener("click", () => setSidebarOpen(ui.sidebar.dataset.open !== "true", { focus: true }));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && narrowScreen.matches && ui.sidebar.dataset.open === "true") {
     setSidebarOpen(false);
     ui.toggleSidebar.focus();
   }
+});
+document.addEventListener("click", (event) => {
+  // On a phone the open list covers the chat: a tap beside it closes it.
+  const outside = !ui.sidebar.contains(event.target) && !ui.toggleSidebar.contains(event.target);
+  if (narrowScreen.matches && ui.sidebar.dataset.open === "true" && outside) setSidebarOpen(false);
 });
 ui.voice.checked = localStorage.getItem("eva.voice") === "on";
 ui.voice.addEventListener("change", () => {
