@@ -31,6 +31,10 @@ export async function api(path, { method = "GET", body, base = "/api/v1" } = {})
   } catch {
     throw new ApiError(0, "network_error", "The server cannot be reached. Check your connection.");
   }
+  if (response.status === 401 && document.body.dataset.loginUrl) {
+    // The session ended (logged out in another tab, expired): log in again, then come back here.
+    location.assign(`${document.body.dataset.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
+  }
   if (response.status === 204) return null;
   let data = null;
   try {

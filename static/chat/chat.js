@@ -1,17 +1,13 @@
 // The chat page: wires the conversation list, the thread, the composer, the socket and voice.
-//
-// One reply streams at a time (the server answers "busy" otherwise). A reply stays "in
-// flight" until the server's end or error frame for it arrives, even when the person stops
-// it or opens another conversation, so that late frames are never mistaken for the next reply.
 
 import { api } from "./api.js";
 import { ConversationList, UNTITLED, titleOf } from "./conversations.js";
 import { ChatSocket } from "./socket.js";
-import { AssistantMessage, historyMessage, userMessage } from "./thread.js";
+import { ReplyStream } from "./replies.js";
+import { historyMessage, userMessage } from "./thread.js";
 import { VoicePlayer } from "./voice.js";
 
 const PAGE_SIZE = 50;
-const CANCEL_GRACE_MS = 5000;
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const byId = (id) => document.getElementById(id);
 const ui = {
@@ -38,7 +34,7 @@ const ui = {
   announcer: byId("announcer"),
 };
 
-const state = { sessionId: null, reply: null, pendingAudio: null, oldestOffset: 0, loadToken: 0 };
+const state = { sessionId: null, oldestOffset: 0, loadToken: 0 };
 
 const conversations = new ConversationList(byId("conversation-list"), byId("conversation-empty"), {
   onOpen: (sessionId) => openConversation(sessionId, { focusInput: true }),
@@ -54,7 +50,23 @@ const player = new VoicePlayer({
   onError: (seq, error) => showNotice(`Could not play the audio of sentence ${seq + 1}: ${error.message}`),
 });
 
-const socket = new ChatSocket(config.wsPath, { onFrame: handleFrame, onAudio: handleAudio, onState: handleSocketState });
+const socket = new ChatSocket(config.wsPath, {
+  onFrame: (frame) => handleFrame(frame),
+  onAudio: (data) => replies.handleAudio(data),
+  onState: (change) => handleSocketState(change),
+});
+
+const replies = new ReplyStream({
+  socket,
+  player,
+  thread: ui.messages,
+  voiceOn: () => ui.voice.checked,
+  shownSession: () => state.sessionId,
+  onBusy: (busy) => setBusy(busy),
+  onSettled: (reply) => afterReply(reply.sessionId, reply.firstMessage),
+  announce: (text) => announce(text),
+  showNotice: (text) => showNotice(text),
+});
 
 // --- small page helpers -----------------------------------------------------------------
 
@@ -92,6 +104,11 @@ function setBusy(busy) {
   if (wasBusy && !busy && lost) ui.input.focus();
 }
 
+function stopReply() {
+  ui.stop.disabled = true;
+  replies.cancel();
+}
+
 function autosize() {
   ui.input.style.height = "auto";
   ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
@@ -123,8 +140,8 @@ function rememberConversation(sessionId) {
 // --- conversations ----------------------------------------------------------------------
 
 function leaveReply() {
-  // The reply in flight belongs to the conversation being left: stop it, keep listening for its end.
-  if (state.reply) cancelReply();
+  // The reply in flight belongs to the conversation being left: stop it (its end still comes).
+  replies.cancel();
   player.stop();
 }
 
@@ -214,11 +231,11 @@ async function afterReply(sessionId, firstMessage) {
   }
 }
 
-// --- sending and streaming --------------------------------------------------------------
+// --- sending ----------------------------------------------------------------------------
 
 async function sendMessage(content) {
   content = content.trim();
-  if (!content || state.reply) return;
+  if (!content || replies.inFlight) return;
   if (content.length > config.maxMessageChars) {
     showNotice(`A message can be at most ${config.maxMessageChars} characters.`);
     return;
@@ -245,129 +262,18 @@ async function sendMessage(content) {
   autosize();
   ui.emptyThread.hidden = true;
   ui.messages.append(userMessage(content, { createdAt: new Date().toISOString() }));
-  beginReply(content, firstMessage);
-}
-
-function beginReply(content, firstMessage = null) {
-  const message = new AssistantMessage();
-  ui.messages.append(message.element);
+  replies.begin({ content, sessionId: state.sessionId, firstMessage });
   scrollToBottom();
-  const reply = { message, content, firstMessage, sessionId: state.sessionId, cancelTimer: null };
-  state.reply = reply;
-  state.pendingAudio = null;
-  setBusy(true);
-  const sent = socket.send({ type: "message", content, session_id: state.sessionId, voice: ui.voice.checked });
-  if (!sent) failReply(reply, { code: "connection_lost", message: "" });
-}
-
-function retryFor(reply) {
-  return () => {
-    if (state.reply) {
-      showNotice("Wait for the current reply to finish, or stop it, before retrying.");
-      return;
-    }
-    if (!socket.isOpen) {
-      showNotice("Not connected right now: retry once the connection is back.");
-      socket.reconnectNow();
-      return;
-    }
-    if (reply.sessionId !== state.sessionId) return;
-    reply.message.element.remove();
-    beginReply(reply.content, reply.firstMessage);
-  };
-}
-
-function endReply(reply) {
-  clearTimeout(reply.cancelTimer);
-  if (state.reply === reply) state.reply = null;
-  state.pendingAudio = null;
-  setBusy(false);
-}
-
-function finishReply(reply, frame) {
-  reply.message.finish(frame);
-  endReply(reply);
-  announce(frame.done_reason === "cancelled" ? "Reply stopped." : "Reply complete.");
-  afterReply(reply.sessionId, reply.firstMessage);
-}
-
-function failReply(reply, frame) {
-  reply.message.fail(frame, retryFor(reply));
-  endReply(reply);
-  afterReply(reply.sessionId, null);
-}
-
-function cancelReply() {
-  const reply = state.reply;
-  if (!reply || reply.cancelling) return;
-  reply.cancelling = true;
-  ui.stop.disabled = true;
-  player.stop();
-  const sent = socket.send({ type: "cancel" });
-  const endLocally = () => {
-    if (state.reply === reply) finishReply(reply, { ...reply.started, done_reason: "cancelled" });
-  };
-  if (!sent) endLocally();
-  else reply.cancelTimer = setTimeout(endLocally, CANCEL_GRACE_MS);
-}
-
-function isForReply(reply, frame) {
-  return Boolean(reply) && (!frame.request_id || !reply.requestId || frame.request_id === reply.requestId);
 }
 
 function handleFrame(frame) {
-  const reply = state.reply;
-  switch (frame.type) {
-    case "start":
-      if (!reply) return;
-      reply.requestId = frame.request_id;
-      reply.started = { backend: frame.backend, model: frame.model };
-      reply.message.start(frame);
-      break;
-    case "token": {
-      if (!reply) return;
-      const follow = nearBottom();
-      reply.message.appendToken(frame.content);
-      if (follow) requestAnimationFrame(scrollToBottom);
-      break;
-    }
-    case "audio":
-      state.pendingAudio = reply ? { frame, message: reply.message } : null;
-      break;
-    case "end":
-      if (isForReply(reply, frame)) finishReply(reply, frame);
-      break;
-    case "error":
-      handleError(reply, frame);
-      break;
-    case "cleared":
-      if (frame.session_id === state.sessionId) openConversation(state.sessionId);
-      break;
-    default:
-      break; // pong, and frame types this page does not know yet
-  }
-}
-
-function handleError(reply, frame) {
-  if (frame.code === "tts_unavailable") {
-    // The text goes on; only the voice is missing.
-    if (reply) reply.message.showNotice(`Voice is unavailable: ${frame.message}`);
-    else showNotice(`Voice is unavailable: ${frame.message}`);
+  if (frame.type === "cleared") {
+    if (frame.session_id === state.sessionId) openConversation(state.sessionId);
     return;
   }
-  if (isForReply(reply, frame)) {
-    failReply(reply, frame);
-    announce(`Error: ${frame.message}`);
-  } else {
-    showNotice(frame.message || "The server reported an error.");
-  }
-}
-
-function handleAudio(data) {
-  const pending = state.pendingAudio;
-  state.pendingAudio = null;
-  if (!pending || !ui.voice.checked) return;
-  player.enqueue(pending.frame.seq, data, { message: pending.message, text: pending.frame.text });
+  const follow = frame.type === "token" && nearBottom();
+  replies.handleFrame(frame);
+  if (follow) requestAnimationFrame(scrollToBottom);
 }
 
 function handleSocketState({ state: socketState, delayMs }) {
@@ -382,10 +288,7 @@ function handleSocketState({ state: socketState, delayMs }) {
     closed: "Disconnected.",
   };
   ui.statusText.textContent = texts[socketState] || socketState;
-  if (socketState === "waiting" && state.reply) {
-    failReply(state.reply, { code: "connection_lost", message: "" });
-  }
-  if (socketState === "open" && ui.notice.dataset.kind === "offline") hideNotice();
+  if (socketState === "waiting") replies.connectionLost();
   if (socketState === "unauthenticated") {
     location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
@@ -400,14 +303,14 @@ ui.form.addEventListener("submit", (event) => {
 ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
-    if (!state.reply) sendMessage(ui.input.value);
-  } else if (event.key === "Escape" && state.reply) {
+    sendMessage(ui.input.value);
+  } else if (event.key === "Escape" && replies.inFlight) {
     event.preventDefault();
-    cancelReply();
+    stopReply();
   }
 });
 ui.input.addEventListener("input", autosize);
-ui.stop.addEventListener("click", () => cancelReply());
+ui.stop.addEventListener("click", () => stopReply());
 ui.newButton.addEventListener("click", () => {
   startDraft();
   setSidebarOpen(false);
@@ -456,5 +359,5 @@ async function boot() {
 }
 
 // Tests and curious people can look at the state; nothing on the page depends on this.
-window.eva = { socket, state, player };
+window.eva = { socket, state, player, replies };
 boot();

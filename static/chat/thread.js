@@ -131,7 +131,7 @@ export class AssistantMessage {
     if (onRetry) {
       const retry = el("button", "button retry-button", "Retry");
       retry.type = "button";
-      retry.addEventListener("click", () => onRetry(), { once: true });
+      retry.addEventListener("click", () => onRetry());
       this.error.append(retry);
     }
     this.error.hidden = false;
