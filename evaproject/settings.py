@@ -183,7 +183,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX, "capacity": 1000, "expiry": 60},
+            # socket_timeout above channels_redis's 5 s BZPOPMIN: redis-py 8 defaults to 5 s too,
+            # so an idle receive (a `runworker` waiting for work) died with "Timeout reading".
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": CHANNEL_LAYER_PREFIX,
+                "capacity": 1000,
+                "expiry": 60,
+            },
         }
     }
     CACHES = {
