@@ -16,6 +16,12 @@ RECORD_REPLY_TEXT = """() => {
 }"""
 
 
+def word_tokens(text: str) -> list[str]:
+    """`text` as a model streams it: word by word, each after the first with its leading space."""
+    words = text.split(" ")
+    return [words[0]] + [" " + word for word in words[1:]]
+
+
 async def open_chat(page: Page, path: str = "/") -> None:
     """Load the chat page and wait until its socket is open and the conversation is shown."""
     await page.goto(path)

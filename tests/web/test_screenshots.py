@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.web.chatpage import open_chat, send_and_wait
+from tests.web.chatpage import open_chat, send_and_wait, word_tokens
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
 
@@ -34,11 +34,6 @@ def shots(tmp_path) -> Path:
     return folder
 
 
-def reply_tokens(text: str) -> list[str]:
-    words = text.split(" ")
-    return [words[0]] + [" " + word for word in words[1:]]
-
-
 async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, ollama_behaviour, shots):
     await page.goto("/login/")
     await page.get_by_label("Username").fill("alice")
@@ -52,7 +47,7 @@ async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, o
     ollama_behaviour.reply_tokens = ["Bonjour ! Je vais bien, merci."]
     await send_and_wait(page, "Bonjour, comment ça va ?")
     await page.get_by_role("button", name="New chat").click()
-    ollama_behaviour.reply_tokens = reply_tokens(REPLY)
+    ollama_behaviour.reply_tokens = word_tokens(REPLY)
     await send_and_wait(page, "How do I read a file line by line in Python?")
     await page.get_by_role("switch", name="Voice").check()
     await page.get_by_label("Message to EVA").focus()
