@@ -167,3 +167,35 @@ async def test_shift_enter_makes_a_new_line_and_enter_sends(page, logged_in, oll
     await expect(page.locator(".message-user .message-text")).to_have_text("line one\nline two")
     await expect(box).to_have_value("")
     await expect(last_reply(page)).to_have_attribute("data-status", "complete")
+
+
+async def test_a_long_conversation_opens_at_its_end_and_loads_earlier_messages_on_request(page, logged_in):
+    from datetime import timedelta
+
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from chat.models import ChatMessage, ChatSession
+
+    alice = await logged_in("alice")
+
+    @sync_to_async
+    def long_conversation():
+        session = ChatSession.objects.create(owner=alice, session_id="long", title="Long one")
+        start = timezone.now() - timedelta(hours=1)
+        ChatMessage.objects.bulk_create(
+            ChatMessage(session=session, role="user" if n % 2 == 0 else "assistant", content=f"message {n}",
+                        created_at=start + timedelta(seconds=n))
+            for n in range(60)
+        )
+
+    await long_conversation()
+    await open_chat(page)
+    messages = page.locator("#message-list .message")
+    await expect(messages).to_have_count(50)
+    await expect(messages.first).to_contain_text("message 10")
+    await expect(messages.last).to_contain_text("message 59")
+    await page.get_by_role("button", name="Load earlier messages").click()
+    await expect(messages).to_have_count(60)
+    await expect(messages.first).to_contain_text("message 0")
+    await expect(page.get_by_role("button", name="Load earlier messages")).to_be_hidden()

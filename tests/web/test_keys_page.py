@@ -91,3 +91,15 @@ async def test_a_key_needs_a_name_and_a_scope(page, logged_in):
     await expect(page.locator("#create-error")).to_have_text("Give the key a name. Choose at least one scope.")
     await expect(page.get_by_label("Name")).to_be_focused()
     await expect(page.locator("#keys-body tr")).to_have_count(0)
+
+
+async def test_a_key_can_expire_at_the_end_of_a_chosen_day(page, logged_in):
+    alice = await logged_in("alice")
+    await page.goto("/keys/")
+    await page.get_by_label("Name").fill("Trial")
+    await page.get_by_label("Expires").fill("2031-01-31")
+    await page.get_by_role("button", name="Create key").click()
+    row = page.locator("#keys-body tr", has_text="Trial")
+    await expect(row.locator("td").nth(4)).to_contain_text("Jan 31, 2031")
+    expires = await sync_to_async(lambda: ApiKey.objects.get(owner=alice, name="Trial").expires_at)()
+    assert (expires.year, expires.month) == (2031, 1) and expires.day in (31, 1)  # the page's own time zone
