@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import close_old_connections
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
@@ -35,6 +36,14 @@ class Principal:
         return None if self.api_key is None else int(self.api_key.pk)
 
 
+def _authenticate_and_release(raw_key: str, scope: str) -> Principal:
+    api_key = api_key_authenticate(raw_key=raw_key, scope=scope)
+    # This runs in the request's own thread, which would otherwise keep its pooled database
+    # connection until the response ends: for a long SSE stream, that starves the pool.
+    close_old_connections()
+    return Principal(user=api_key.owner, api_key=api_key)
+
+
 class ApiKeyHeaderAuth(APIKeyHeader):
     param_name = "X-API-Key"
 
@@ -45,8 +54,7 @@ class ApiKeyHeaderAuth(APIKeyHeader):
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         if not key:
             return None  # let the next method try
-        api_key = api_key_authenticate(raw_key=key, scope=self.scope)
-        return Principal(user=api_key.owner, api_key=api_key)
+        return _authenticate_and_release(key, self.scope)
 
 
 class ApiKeyBearerAuth(HttpBearer):
@@ -57,8 +65,7 @@ class ApiKeyBearerAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         if not token:
             return None
-        api_key = api_key_authenticate(raw_key=token, scope=self.scope)
-        return Principal(user=api_key.owner, api_key=api_key)
+        return _authenticate_and_release(token, self.scope)
 
 
 class BrowserSessionAuth(SessionAuth):

@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from chat.errors import EvaError, InvalidInput
 from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
 from chat.ratelimit import rate_limit_check
-from chat.services import chat_turn_begin, chat_turn_finish, session_id_validate
+from chat.services import chat_turn_begin, chat_turn_finish, llm_messages_for, session_id_validate
 from metrics.models import Status
 from metrics.recorder import record_metric
 
@@ -78,6 +79,8 @@ class ChatGeneration:
         self.provider = provider or default_provider()
         self.speech = speech
         self.received_at = time.perf_counter()
+        self.received_at_wall = timezone.now()
+        self._user_stored: asyncio.Future[int] | None = None
         self.backend = ""
         self.model = ""
         self.parts: list[str] = []
@@ -114,16 +117,27 @@ class ChatGeneration:
         request = self.request
         content_validate(request.content)
         session_id_validate(request.session_id)
-        await rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id)
-        turn = await database_sync_to_async(chat_turn_begin, thread_sensitive=False)(
-            owner_id=request.user_id, session_id=request.session_id, content=request.content, request_id=self.request_id
+        # The rate limit and the history read go together; the user's message is stored while
+        # the model starts (the reply's write waits for it, so the order in the database holds).
+        _, llm_messages = await asyncio.gather(
+            rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id),
+            _db(llm_messages_for)(owner_id=request.user_id, session_id=request.session_id, content=request.content),
         )
-        self.session_pk = turn.session_pk
-        stream = self.provider.stream(turn.llm_messages)
+        self._user_stored = asyncio.ensure_future(
+            _db(chat_turn_begin)(
+                owner_id=request.user_id,
+                session_id=request.session_id,
+                content=request.content,
+                request_id=self.request_id,
+                at=self.received_at_wall,
+            )
+        )
+        stream = self.provider.stream(llm_messages)
         try:
             try:
                 start = await anext(stream)
             except NoBackendAvailable as exc:
+                await self._user_stored
                 self._record(status=Status.ERROR, error_code=exc.code)
                 self.finished = True
                 raise EvaError(exc.message, code=exc.code, status=503) from None
@@ -178,10 +192,14 @@ class ChatGeneration:
                 if self.parts:
                     _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
             await stream.aclose()
+            if self._user_stored is not None and not self.parts:
+                # Nothing to store after it, but the user's message must still land.
+                _in_background(_await(self._user_stored))
 
     async def _store_reply(self, *, status: str) -> None:
-        assert self.session_pk is not None
-        await database_sync_to_async(chat_turn_finish, thread_sensitive=False)(
+        assert self._user_stored is not None
+        self.session_pk = await self._user_stored
+        await _db(chat_turn_finish)(
             session_pk=self.session_pk,
             content=self.text,
             status=status,
@@ -212,6 +230,16 @@ class ChatGeneration:
             upstream_generation_ms=done.upstream_generation_ms,
             upstream_queue_ms=done.upstream_queue_ms,
         )
+
+
+def _db(function: Any) -> Any:
+    """Run a sync ORM function in the executor's threads (not the one thread-sensitive thread):
+    chat requests do not queue behind each other's queries."""
+    return database_sync_to_async(function, thread_sensitive=False)
+
+
+async def _await(future: asyncio.Future[Any]) -> None:
+    await future
 
 
 def _in_background(coro: Any) -> None:

@@ -27,12 +27,12 @@ def session_messages(*, session: ChatSession, limit: int, offset: int) -> tuple[
     return list(queryset[offset : offset + limit]), queryset.count()
 
 
-def session_history(*, session_pk: int, turns: int) -> list[dict[str, str]]:
-    """The last `turns` user/assistant exchanges, oldest first, as LLM chat messages."""
+def session_history(*, owner_id: int, session_id: str, turns: int) -> list[dict[str, str]]:
+    """The last `turns` user/assistant exchanges of the owner's session, oldest first, as LLM messages."""
     if turns <= 0:
         return []
     rows = list(
-        ChatMessage.objects.filter(session_id=session_pk)
+        ChatMessage.objects.filter(session__owner_id=owner_id, session__session_id=session_id)
         .exclude(content="")
         .exclude(status=ChatMessage.Status.ERROR)
         .order_by("-created_at", "-id")

@@ -44,32 +44,30 @@ def _session_get_or_create(*, owner_id: int, session_id: str, title: str = "") -
     return session
 
 
-@dataclass(frozen=True)
-class TurnStart:
-    session_pk: int
-    llm_messages: list[dict[str, str]]
-    user_message_pk: int
+def llm_messages_for(*, owner_id: int, session_id: str, content: str) -> list[dict[str, str]]:
+    """What goes to the model: the system prompt, the last LLM_HISTORY_TURNS turns, the message.
+
+    One query, and no write: it runs while the user's message is being stored, so that the
+    first token is not held up by the database.
+    """
+    history = session_history(owner_id=owner_id, session_id=session_id, turns=settings.LLM_HISTORY_TURNS)
+    system = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}] if settings.LLM_SYSTEM_PROMPT else []
+    return [*system, *history, {"role": "user", "content": content}]
 
 
-def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None) -> TurnStart:
-    """Store the user's message and return what goes to the model: system prompt, history, message."""
+def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None) -> int:
+    """Store the user's message (creating the conversation on first use); return the session's pk."""
     now = at or timezone.now()
     session = _session_get_or_create(owner_id=owner_id, session_id=session_id, title=_title_from(content))
-    history = session_history(session_pk=session.pk, turns=settings.LLM_HISTORY_TURNS)
     with transaction.atomic():
-        message = ChatMessage.objects.create(
+        ChatMessage.objects.create(
             session=session, role=ChatMessage.Role.USER, content=content, request_id=request_id, created_at=now
         )
-        updates = {"updated_at": now}
+        updates: dict[str, object] = {"updated_at": now}
         if not session.title:
             updates["title"] = _title_from(content)
         ChatSession.objects.filter(pk=session.pk).update(**updates)
-    system = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}] if settings.LLM_SYSTEM_PROMPT else []
-    return TurnStart(
-        session_pk=session.pk,
-        llm_messages=[*system, *history, {"role": "user", "content": content}],
-        user_message_pk=message.pk,
-    )
+    return int(session.pk)
 
 
 def chat_turn_finish(

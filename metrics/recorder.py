@@ -48,8 +48,10 @@ def _insert(rows: list[RequestMetric]) -> None:
 
 
 async def _writer(queue: asyncio.Queue[RequestMetric]) -> None:
-    while True:
-        batch = [await queue.get()]
+    # Runs while there is something to write, then ends: no task is left pending on a loop
+    # that closes (asgiref's short-lived loops), and the next record_metric starts a new one.
+    while not queue.empty():
+        batch = [queue.get_nowait()]
         while not queue.empty() and len(batch) < BATCH_SIZE:
             batch.append(queue.get_nowait())
         try:
@@ -61,23 +63,22 @@ async def _writer(queue: asyncio.Queue[RequestMetric]) -> None:
                 queue.task_done()
 
 
-def _queue_for_running_loop() -> asyncio.Queue[RequestMetric]:
+def _enqueue(metric: RequestMetric) -> None:
     loop = asyncio.get_running_loop()
-    queue = _queues.get(loop)
+    for stale in [known for known in _queues if known.is_closed()]:
+        _queues.pop(stale, None)
+        _writers.pop(stale, None)
+    queue = _queues.setdefault(loop, asyncio.Queue())
+    queue.put_nowait(metric)
     writer = _writers.get(loop)
-    if queue is None or writer is None or writer.done():
-        for stale in [known for known in _queues if known.is_closed()]:
-            _queues.pop(stale, None)
-            _writers.pop(stale, None)
-        queue = _queues.setdefault(loop, asyncio.Queue())
+    if writer is None or writer.done():
         _writers[loop] = loop.create_task(_writer(queue), name="metrics-writer")
-    return queue
 
 
 def record_metric(**fields: Any) -> RequestMetric:
     """Queue one RequestMetric (fields as on the model); returns the unsaved row at once."""
     metric = _observed(RequestMetric(**fields))
-    _queue_for_running_loop().put_nowait(metric)
+    _enqueue(metric)
     return metric
 
 

@@ -145,8 +145,8 @@ def test_messages_are_paginated_oldest_first(alice):
     from chat.services import chat_turn_begin, chat_turn_finish
 
     for i in range(5):
-        turn = chat_turn_begin(owner_id=alice.pk, session_id="p", content=f"q{i}", request_id=str(i))
-        chat_turn_finish(session_pk=turn.session_pk, content=f"a{i}", status="complete", backend="ollama", model="m", request_id=str(i))
+        session_pk = chat_turn_begin(owner_id=alice.pk, session_id="p", content=f"q{i}", request_id=str(i))
+        chat_turn_finish(session_pk=session_pk, content=f"a{i}", status="complete", backend="ollama", model="m", request_id=str(i))
     key = api_key_create(owner=alice, name="k", scopes="chat")[1]
     client = Client(HTTP_X_API_KEY=key)
     page = client.get("/api/v1/sessions/p/messages?limit=4&offset=2").json()

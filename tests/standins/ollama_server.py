@@ -93,7 +93,8 @@ class OllamaStandIn(LoopbackHTTPServer):
             record = RecordedRequest(path=path, body=body, received_at=time.perf_counter())
             self.requests.append(record)
             await self._chat(body, record, reader, writer)
-            return False
+            # Like Ollama's Go server: keep-alive after a complete response, closed after a hang-up.
+            return not record.client_disconnected
         await self.send(writer, 404, b"404 page not found", "text/plain")
         return True
 

@@ -1,0 +1,299 @@
+"""What EVA adds to time-to-first-token and per token, over a direct stream from the same stand-in.
+
+Set-up, all on this machine: the Ollama-protocol stand-in in its own process (first token
+after 50 ms, then one every 10 ms, 20 tokens); EVA served by daphne (and, side by side, by
+uvicorn) on Postgres and the Redis channel layer. For each concurrency level, N clients each
+send R requests one after another:
+- direct: POST /api/chat to the stand-in with httpx, reading NDJSON lines;
+- ws: a /ws/chat socket per client (X-API-Key), `message` in, `start`/`token`.../`end` out;
+- sse: POST /api/v1/chat with stream=true, reading SSE events.
+TTFT is measured by the client from sending the request to receiving the first token; the
+per-token cost is (last token - first token) / (tokens - 1). "Added" is EVA's percentile
+minus the direct stream's percentile at the same concurrency, measured in the same run.
+
+Run: .venv/bin/python bench/chat_latency.py [--quick]   (needs Postgres and Redis running)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DB_NAME = "eva_bench_chat"
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+TOKENS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@dataclass
+class Sample:
+    ttft_ms: float
+    per_token_ms: float
+    tokens: int
+
+
+@dataclass
+class Run:
+    name: str
+    concurrency: int
+    samples: list[Sample] = field(default_factory=list)
+    errors: int = 0
+
+    def pct(self, attr: str, q: float) -> float:
+        values = sorted(getattr(s, attr) for s in self.samples)
+        if not values:
+            return float("nan")
+        index = (len(values) - 1) * q
+        low, high = int(index), min(int(index) + 1, len(values) - 1)
+        return values[low] + (values[high] - values[low]) * (index - low)
+
+
+def eva_env(port_db_url: str, ollama_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "evaproject.settings",
+        "DATABASE_URL": port_db_url,
+        "REDIS_URL": REDIS_URL,
+        "CHANNEL_LAYER_PREFIX": "evabench",
+        "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "DEBUG": "false",
+        "SECURE_SSL": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "OLLAMA_URL": ollama_url,
+        "OLLAMA_MODEL": "phi3:mini",
+        "OLLAMA_WARMUP": "false",
+        "GROQ_API_KEY": "",
+        "RATE_LIMIT_PER_KEY": "100000/minute",
+        "RATE_LIMIT_PER_USER": "100000/minute",
+        "LOG_LEVEL": "warning",
+        "LLM_HISTORY_TURNS": "10",
+    }
+
+
+def prepare_database(env: dict[str, str]) -> str:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [PYTHON, "-c", "import django; django.setup(); from django.contrib.auth.models import User; "
+         "User.objects.create_user('bench')"],
+        cwd=ROOT, env=env, check=True,
+    )
+    out = subprocess.run(
+        [PYTHON, "manage.py", "apikey", "create", "--user", "bench", "--name", "bench", "--scopes", "chat"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
+# --- clients ----------------------------------------------------------------------------
+async def direct_once(client: httpx.AsyncClient, url: str, text: str) -> Sample:
+    body = {"model": "phi3:mini", "messages": [{"role": "user", "content": text}], "stream": True}
+    start = time.perf_counter()
+    first = last = None
+    count = 0
+    async with client.stream("POST", f"{url}/api/chat", json=body) as response:
+        async for line in response.aiter_lines():
+            if not line:
+                continue
+            data = json.loads(line)
+            if data.get("message", {}).get("content"):
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                count += 1
+    return Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count)
+
+
+async def ws_conversation(url: str, key: str, index: int, requests: int, run: Run) -> None:
+    async with websockets.connect(url, additional_headers={"X-API-Key": key}, max_size=None) as ws:
+        for turn in range(requests):
+            start = time.perf_counter()
+            await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"b{index}"}))
+            first = last = None
+            count = 0
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "token":
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    count += 1
+                elif frame["type"] == "end":
+                    break
+                elif frame["type"] == "error":
+                    run.errors += 1
+                    break
+            if first is not None:
+                run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+
+
+async def sse_conversation(client: httpx.AsyncClient, url: str, key: str, index: int, requests: int, run: Run) -> None:
+    for turn in range(requests):
+        start = time.perf_counter()
+        first = last = None
+        count = 0
+        body = {"message": f"c{index} r{turn}", "session_id": f"s{index}", "stream": True}
+        async with client.stream("POST", f"{url}/api/v1/chat", json=body, headers={"X-API-Key": key}) as response:
+            if response.status_code != 200:
+                run.errors += 1
+                await response.aread()
+                continue
+            async for line in response.aiter_lines():
+                if line.startswith("event: token"):
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    count += 1
+                elif line.startswith("event: error"):
+                    run.errors += 1
+        if first is not None:
+            run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+
+
+async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str, eva_url: str, key: str) -> Run:
+    run = Run(kind, concurrency)
+    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        if kind == "direct":
+            async def loop(i: int) -> None:
+                for turn in range(requests):
+                    try:
+                        run.samples.append(await direct_once(client, ollama_url, f"c{i} r{turn}"))
+                    except Exception:
+                        run.errors += 1
+            await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        elif kind.startswith("ws"):
+            ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
+            results = await asyncio.gather(
+                *(ws_conversation(ws_url, key, i, requests, run) for i in range(concurrency)), return_exceptions=True
+            )
+            run.errors += sum(1 for r in results if isinstance(r, BaseException))
+        else:
+            results = await asyncio.gather(
+                *(sse_conversation(client, eva_url, key, i, requests, run) for i in range(concurrency)),
+                return_exceptions=True,
+            )
+            run.errors += sum(1 for r in results if isinstance(r, BaseException))
+    return run
+
+
+def start_server(kind: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    if kind == "daphne":
+        cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"]
+    else:
+        cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+               "--lifespan", "off", "--ws", "websockets", "evaproject.asgi:application"]
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return process
+
+
+def row(run: Run, base: Run) -> str:
+    added_p50 = run.pct("ttft_ms", 0.5) - base.pct("ttft_ms", 0.5)
+    added_p99 = run.pct("ttft_ms", 0.99) - base.pct("ttft_ms", 0.99)
+    tok = run.pct("per_token_ms", 0.5) - base.pct("per_token_ms", 0.5)
+    return (
+        f"| {run.name} | {run.concurrency} | {len(run.samples)} | {run.errors} | "
+        f"{run.pct('ttft_ms', 0.5):.1f} / {run.pct('ttft_ms', 0.99):.1f} | "
+        f"{base.pct('ttft_ms', 0.5):.1f} / {base.pct('ttft_ms', 0.99):.1f} | "
+        f"**{added_p50:+.1f}** / **{added_p99:+.1f}** | {tok:+.2f} |"
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    ollama_port = free_port()
+    ollama = subprocess.Popen(
+        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(ollama_port), "--first-token-ms", "50",
+         "--token-interval-ms", "10", "--tokens", str(TOKENS)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    ollama_url = f"http://127.0.0.1:{ollama_port}"
+    wait_http(ollama_url)
+    db_url = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+    env = eva_env(db_url, ollama_url)
+    key = prepare_database(env)
+    levels = [1, 10, 50] if args.quick else [1, 10, 50, 200]
+    requests = {1: 30, 10: 10, 50: 6, 200: 3}
+    servers = ["daphne"] if args.quick or args.daphne_only else ["daphne", "uvicorn"]
+    lines = []
+    out_dir = ROOT / "bench" / "out"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for server in servers:
+            port = free_port()
+            process = start_server(server, port, env, out_dir / f"{server}.log")
+            eva_url = f"http://127.0.0.1:{port}"
+            try:
+                # Warm both paths (imports, pools) before measuring.
+                await measure("ws", 2, 2, ollama_url=ollama_url, eva_url=eva_url, key=key)
+                await measure("direct", 2, 2, ollama_url=ollama_url, eva_url=eva_url, key=key)
+                for level in levels:
+                    base = await measure("direct", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                    ws_run = await measure("ws", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                    ws_run.name = f"ws ({server})"
+                    lines.append(row(ws_run, base))
+                    print(lines[-1], flush=True)
+                    if level <= 50:
+                        base = await measure("direct", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                        sse_run = await measure("sse", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                        sse_run.name = f"sse ({server})"
+                        lines.append(row(sse_run, base))
+                        print(lines[-1], flush=True)
+            finally:
+                process.terminate()
+                process.wait(10)
+    finally:
+        ollama.terminate()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    header = (
+        "| path (server) | concurrent streams | requests | errors | EVA TTFT p50 / p99 ms | direct TTFT p50 / p99 ms "
+        "| added TTFT p50 / p99 ms | added per token p50 ms |\n|---|---|---|---|---|---|---|---|"
+    )
+    print("\n" + header + "\n" + "\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="EVA chat latency over a direct Ollama-protocol stream")
+    parser.add_argument("--quick", action="store_true", help="daphne only, up to 50 streams")
+    parser.add_argument("--daphne-only", action="store_true")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
