@@ -23,3 +23,12 @@ application = ProtocolTypeRouter(
         "channel": ChannelNameRouter({TTS_CHANNEL: TTSWorkerConsumer.as_asgi()}),
     }
 )
+
+# Load the Ollama model in the background as the server starts (daphne has no lifespan
+# events), so the first user does not pay the load. Never in a `runworker` process.
+import sys  # noqa: E402
+
+from chat.llm.ollama import start_warmup_in_background  # noqa: E402
+
+if "runworker" not in sys.argv:
+    start_warmup_in_background()

@@ -80,9 +80,11 @@ def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_
     from django.db import connection, connections
 
     with django_db_blocker.unblock():
-        for each in connections.all():
-            if getattr(each, "close_pool", None):
-                each.close_pool()
+        pools = [each for each in connections.all() if each.alias in getattr(type(each), "_connection_pools", {})]
+        if not pools:
+            return  # no test used the database through a pool
+        for each in pools:
+            each.close_pool()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -90,3 +92,4 @@ def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             connection.close()
+            connection.close_pool()
