@@ -60,7 +60,6 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     """The chat: conversations on the side, the open one in the middle, streaming over /ws/chat."""
     config = {
         "wsPath": "/ws/chat",
-        "apiBase": "/api/v1",
         "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
         "loginUrl": reverse("login"),
     }
@@ -83,7 +82,7 @@ def keys_page(request: HttpRequest) -> HttpResponse:
         for scope, label, help_text in SCOPE_CHOICES
         if scope != Scope.METRICS or request.user.is_staff
     ]
-    return render(request, "chat/keys.html", {"scopes": scopes, "keys_config": {"apiBase": "/api/v1"}})
+    return render(request, "chat/keys.html", {"scopes": scopes})
 
 
 class LoginView(auth_views.LoginView):

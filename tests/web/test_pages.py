@@ -27,7 +27,7 @@ def test_the_chat_page_is_at_the_site_root_for_a_logged_in_user(client, alice):
     html = response.content.decode()
     assert 'id="message-input"' in html and 'aria-label="Conversation"' in html
     config = json.loads(html.split('id="chat-config" type="application/json">', 1)[1].split("</script>", 1)[0])
-    assert config["wsPath"] == "/ws/chat" and config["apiBase"] == "/api/v1"
+    assert config["wsPath"] == "/ws/chat" and config["maxMessageChars"] > 0
 
 
 def test_the_pages_forbid_inline_and_foreign_scripts(client, alice):
