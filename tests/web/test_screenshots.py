@@ -54,6 +54,10 @@ async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, o
     await page.wait_for_timeout(300)  # the switch's slide
     await page.screenshot(path=shots / "chat.png")
 
+    await page.emulate_media(color_scheme="dark")
+    await page.screenshot(path=shots / "chat-dark.png")
+    await page.emulate_media(color_scheme="light")
+
     await page.set_viewport_size({"width": 390, "height": 844})
     await page.screenshot(path=shots / "chat-phone.png")
     await page.get_by_role("button", name="Conversations").click()
