@@ -12,7 +12,6 @@ import time
 import weakref
 
 import redis.asyncio
-
 from django.conf import settings
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage

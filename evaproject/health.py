@@ -74,7 +74,7 @@ async def _run_check(name: str, check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         result = await asyncio.wait_for(check(), timeout=READY_TIMEOUT_S + 1)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         result = {"ok": False, "error": f"no answer within {READY_TIMEOUT_S + 1:.0f} s"}
     except Exception as exc:  # a probe reports failures, it never raises them
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}

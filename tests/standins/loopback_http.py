@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -17,7 +17,7 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
 
 
 def http_date() -> str:
-    return f"{datetime.now(timezone.utc):%a, %d %b %Y %H:%M:%S GMT}"
+    return f"{datetime.now(UTC):%a, %d %b %Y %H:%M:%S GMT}"
 
 
 class LoopbackHTTPServer:
@@ -132,7 +132,7 @@ class LoopbackHTTPServer:
             return
         try:
             data = await asyncio.wait_for(reader.read(1), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         if data == b"":
             raise ConnectionResetError("client hung up")

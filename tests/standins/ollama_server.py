@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.standins.loopback_http import LoopbackHTTPServer
@@ -50,7 +50,7 @@ class RecordedRequest:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def echo_tokens(messages: list[dict[str, Any]]) -> list[str]:
