@@ -7,6 +7,9 @@ import io
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.db.models import Q
+
 from metrics.selectors import MetricFilters, metrics_in
 
 CSV_COLUMNS = (
@@ -48,15 +51,26 @@ def _cell(value: Any) -> Any:
 
 
 async def metrics_csv_chunks(filters: MetricFilters) -> AsyncIterator[str]:
-    """The header, then every row of the window oldest first, in chunks of about 64 KB."""
+    """The header, then every row of the window oldest first, in chunks of about 64 KB.
+
+    Rows are read a page at a time, each page starting after the last (created_at, id)
+    seen: no server-side cursor stays open between chunks, and memory stays flat.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    rows = metrics_in(filters).order_by("created_at", "id").values_list(*CSV_COLUMNS)
-    async for row in rows.aiterator(chunk_size=FETCH_ROWS):
-        writer.writerow([_cell(value) for value in row])
-        if buffer.tell() >= FLUSH_BYTES:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
+    ordered = metrics_in(filters).order_by("created_at", "id").values_list(*CSV_COLUMNS)
+    page = ordered
+    while True:
+        rows = await sync_to_async(list)(page[:FETCH_ROWS])
+        for row in rows:
+            writer.writerow([_cell(value) for value in row])
+            if buffer.tell() >= FLUSH_BYTES:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        if len(rows) < FETCH_ROWS:
+            break
+        last_id, last_created_at = rows[-1][0], rows[-1][1]
+        page = ordered.filter(Q(created_at__gt=last_created_at) | Q(created_at=last_created_at, id__gt=last_id))
     yield buffer.getvalue()

@@ -30,6 +30,11 @@ class DistributionOut(Schema):
     p99: float | None
 
 
+class AverageOut(Schema):
+    count: int
+    mean: float | None
+
+
 class GroupOut(Schema):
     key: dict[str, Any]
     label: str
@@ -41,7 +46,7 @@ class GroupOut(Schema):
     fallback_rate: float | None
     tokens_per_second: float | None
     latency: dict[str, DistributionOut]
-    upstream: dict[str, DistributionOut]
+    upstream: dict[str, AverageOut]
     other_ms: float | None
 
 

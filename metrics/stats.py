@@ -13,9 +13,11 @@ the same ORM query then runs on both databases, with the same filters and window
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Aggregate, Expression, FloatField, Func, IntegerField
 
@@ -79,6 +81,29 @@ def register_sqlite_functions(sender: Any, connection: BaseDatabaseWrapper, **kw
     """`connection_created` receiver: teach each new SQLite connection eva_percentile_cont."""
     if connection.vendor == "sqlite":
         connection.connection.create_aggregate(SQLITE_PERCENTILE_FUNCTION, 2, _SqlitePercentileAggregate)
+
+
+# Sort memory for the report's queries: each percentile sorts its group's values, and a
+# 24-hour window at 10 million rows a month holds about 330,000 of them (~15 MB to sort).
+ANALYTICS_WORK_MEM = "32MB"
+
+
+@contextmanager
+def analytics_queries() -> Iterator[None]:
+    """Run a report's queries in one transaction tuned for large sorts, on Postgres.
+
+    JIT compilation is switched off: these aggregations cross its cost threshold at a few
+    hundred thousand rows and then spend more time compiling (~0.6 s measured) than they save.
+    Both settings are SET LOCAL, so they end with the transaction and never leak to pooled
+    connections.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [ANALYTICS_WORK_MEM])
+        yield
 
 
 class EpochBucket(Func):

@@ -46,7 +46,7 @@ def latency_dashboard(request: HttpRequest) -> HttpResponse:
         filters = metric_filters(window="24h")
     group_by = parse_group_by(data.get("group_by"))
     metric = data.get("metric") or "total_ms"
-    report = latency_report(filters, group_by=group_by)
+    report = latency_report(filters, group_by=group_by, fields=(metric,))
     overall_metric = report.overall.latency[metric]
     query = {name: _query_value(data.get(name)) for name in EXPORT_PARAMS}
     query = {name: value for name, value in query.items() if value}
