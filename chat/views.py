@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -77,10 +77,11 @@ SCOPE_CHOICES = [
 @login_required
 def keys_page(request: HttpRequest) -> HttpResponse:
     """Create, list and revoke one's own API keys (through /api/v1/keys)."""
+    user: Any = request.user  # logged in (login_required)
     scopes = [
         {"value": scope, "label": label, "help": help_text, "checked": scope == Scope.CHAT}
         for scope, label, help_text in SCOPE_CHOICES
-        if scope != Scope.METRICS or request.user.is_staff
+        if scope != Scope.METRICS or user.is_staff
     ]
     return render(request, "chat/keys.html", {"scopes": scopes})
 
@@ -92,7 +93,7 @@ class LoginView(auth_views.LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         response = super().dispatch(request, *args, **kwargs)
         response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
