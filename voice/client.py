@@ -9,18 +9,25 @@ answer is a `TTSUnavailable` (503, code tts_unavailable); the web process never 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 
+from chat.errors import EvaError
 from voice.config import TTS_CHANNEL, engine_config, transport_name
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.local_worker import LocalWorker
 from voice.synthesis import EngineConfig, Synthesis
+from voice.worker import ABANDONED, request_key
+
+logger = logging.getLogger("voice.client")
 
 HEARTBEAT_TIMEOUT_S = 5.0  # a worker sends tts.working every second while it holds a request
 
@@ -83,9 +90,52 @@ async def _channel_request(
     if layer is None:
         raise TTSUnavailable("No channel layer is configured, so no TTS worker can be reached.")
     pickup_timeout_s = settings.TTS_PICKUP_TIMEOUT_S if pickup_timeout_s is None else pickup_timeout_s
+    request_id = uuid.uuid4().hex
+    try:
+        return await _exchange_over_layer(
+            layer, kind, payload, request_id=request_id, timeout_s=timeout_s, pickup_timeout_s=pickup_timeout_s
+        )
+    except BaseException as exc:
+        _abandon(request_id, timeout_s=timeout_s)  # so that no worker starts it or answers it now
+        if isinstance(exc, (EvaError, asyncio.CancelledError)) or not isinstance(exc, Exception):
+            raise
+        logger.warning("channel layer failure during a TTS request: %s: %s", type(exc).__name__, exc)
+        raise TTSUnavailable(f"The channel layer failed: {type(exc).__name__}: {exc}") from exc
+
+
+_abandoning: set[asyncio.Task[None]] = set()
+
+
+def _abandon(request_id: str, *, timeout_s: float) -> None:
+    """Mark a request abandoned for the workers, without waiting (we may be cancelled)."""
+
+    async def mark() -> None:
+        try:
+            await cache.aset(request_key(request_id), ABANDONED, timeout=timeout_s + 60)
+        except Exception:
+            logger.warning("could not mark TTS request %s abandoned", request_id, exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(mark())
+    _abandoning.add(task)
+    task.add_done_callback(_abandoning.discard)
+
+
+async def _exchange_over_layer(
+    layer: Any, kind: str, payload: dict[str, Any], *, request_id: str, timeout_s: float, pickup_timeout_s: float
+) -> dict[str, Any]:
     reply_channel = await layer.new_channel("voice-tts-reply")
-    deadline = time.time() + timeout_s
-    await layer.send(TTS_CHANNEL, {**payload, "type": kind, "reply_channel": reply_channel, "deadline": deadline})
+    now = time.time()
+    deadline = now + timeout_s
+    message = {
+        **payload,
+        "type": kind,
+        "reply_channel": reply_channel,
+        "request_id": request_id,
+        "deadline": deadline,
+        # Not taken by then, the request is abandoned here: no worker should start it later.
+        "pickup_deadline": now + min(pickup_timeout_s, timeout_s),
+    }
+    await layer.send(TTS_CHANNEL, message)
     first = True
     while True:
         remaining = deadline - time.time()

@@ -2,8 +2,8 @@
 
 Request/reply protocol over the channel layer (all messages carry `reply_channel`):
 
-- web -> "voice-tts": {"type": "tts.synthesize", "text", "voice", "deadline" (epoch s)} or
-  {"type": "tts.ping", "deadline"}.
+- web -> "voice-tts": {"type": "tts.synthesize", "text", "voice", "deadline", "pickup_deadline"}
+  (epoch seconds) or {"type": "tts.ping", "deadline", "pickup_deadline"}.
 - worker -> reply channel: {"type": "tts.accepted"} at once, then {"type": "tts.working"} every
   HEARTBEAT_S while the request waits or runs, then exactly one {"type": "tts.result", "ok": true,
   <Synthesis fields>} or {"type": "tts.result", "ok": false, "code", "message"}; a ping gets one
@@ -11,8 +11,15 @@ Request/reply protocol over the channel layer (all messages carry `reply_channel
 
 The client treats silence (no acceptance within TTS_PICKUP_TIMEOUT_S, no heartbeat for
 HEARTBEAT_TIMEOUT_S) or the deadline as `tts_unavailable`, so a worker that dies mid-request
-costs its client seconds, not the whole deadline. A worker drops requests whose deadline has
-passed, so a backlog left by a crash is not synthesised for nobody.
+costs its client seconds, not the whole deadline. A worker drops requests not taken by their
+pickup deadline, so a backlog (no worker was running) is not synthesised for nobody.
+
+channels_redis delivers at least once: a message another worker is handling, or one a dead
+worker had taken, can be handed out again. Each request therefore carries a `request_id` that
+a worker claims in the cache (an atomic add) before working on it; a client that stops waiting
+(timeout, cancel) marks it abandoned there, and the worker then skips or stops it, and sends
+nothing more to a reply channel nobody reads (channels_redis would keep such messages in the
+web process's memory for ever).
 
 Several workers may listen on "voice-tts"; each request goes to one of them. Each worker
 synthesises one request at a time (one engine thread), the model loaded once at start.
@@ -30,6 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import AsyncConsumer
+from django.core.cache import cache
 
 from chat.errors import EvaError
 from voice.errors import TTSUnavailable
@@ -41,6 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("voice.worker")
 
 HEARTBEAT_S = 1.0
+ABANDONED = "abandoned"
 LOAD_RETRY_S = 30.0
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -95,15 +104,18 @@ class EngineHost:
             return {"ok": False, "error": self._load_error[1]}
         return {"ok": False, "error": "the TTS worker is still loading its model"}
 
-    async def synthesize(self, *, text: str, voice: str | None, deadline: float) -> Synthesis:
+    async def synthesize(self, *, text: str, voice: str | None, deadline: float, request_id: str = "") -> Synthesis:
         loading = self.start_loading()
         await asyncio.wrap_future(loading)  # raises the load error, if any
-        return await asyncio.wrap_future(self._executor.submit(self._synthesize, text, voice, deadline))
+        return await asyncio.wrap_future(self._executor.submit(self._synthesize, text, voice, deadline, request_id))
 
-    def _synthesize(self, text: str, voice: str | None, deadline: float) -> Synthesis:
+    def _synthesize(self, text: str, voice: str | None, deadline: float, request_id: str) -> Synthesis:
         if time.time() > deadline:
             raise TTSUnavailable("The request waited past its deadline in the TTS worker's queue.")
+        if request_id and cache.get(request_key(request_id)) == ABANDONED:
+            raise TTSUnavailable("The client stopped waiting before the synthesis started.")
         assert self._engine is not None
+        logger.info("synthesising %d chars", len(text))
         self._busy_since = time.monotonic()
         try:
             return self._engine.synthesize(text=text, voice=voice)
@@ -139,6 +151,23 @@ def engine_host() -> EngineHost:
         return _host
 
 
+def request_key(request_id: str) -> str:
+    """The cache key a worker claims a request under, and a client marks it abandoned under."""
+    return f"voice-tts:request:{request_id}"
+
+
+async def claim_request(request_id: str, *, deadline: float) -> bool:
+    """True for the one worker that gets to handle this request (False: a duplicate delivery,
+    or its client has already given up)."""
+    if not request_id:
+        return True
+    return bool(await cache.aadd(request_key(request_id), f"claimed:{WORKER_ID}", timeout=max(deadline - time.time(), 0) + 60))
+
+
+async def is_abandoned(request_id: str) -> bool:
+    return bool(request_id) and await cache.aget(request_key(request_id)) == ABANDONED
+
+
 def preload() -> None:
     """Start loading the model now, so the first request does not pay for it."""
     engine_host().start_loading()
@@ -153,8 +182,14 @@ class TTSWorkerConsumer(AsyncConsumer):
         if not reply_channel:
             logger.warning("dropped a tts.synthesize without reply_channel")
             return
-        if time.time() > deadline:
-            logger.info("dropped a request whose deadline had already passed")
+        if time.time() > min(deadline, float(message.get("pickup_deadline") or deadline)):
+            # Its client has given up: a backlog left while no worker ran, or a message that
+            # channels_redis re-delivered after the worker that first took it died.
+            logger.info("dropped a request its client no longer waits for")
+            return
+        request_id = str(message.get("request_id") or "")
+        if not await claim_request(request_id, deadline=deadline):
+            logger.info("dropped request %s: another worker has it, or its client gave up", request_id)
             return
         await self.channel_layer.send(reply_channel, {"type": "tts.accepted", "worker": WORKER_ID})
         task = asyncio.create_task(self._answer(message, reply_channel=reply_channel, deadline=deadline))
@@ -167,10 +202,13 @@ class TTSWorkerConsumer(AsyncConsumer):
         return self._running
 
     async def _answer(self, message: dict[str, Any], *, reply_channel: str, deadline: float) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(reply_channel, deadline))
+        request_id = str(message.get("request_id") or "")
+        heartbeat = asyncio.create_task(self._heartbeat(reply_channel, deadline, request_id))
         try:
             started = time.perf_counter()
-            synthesis = await engine_host().synthesize(text=str(message.get("text", "")), voice=message.get("voice"), deadline=deadline)
+            synthesis = await engine_host().synthesize(
+                text=str(message.get("text", "")), voice=message.get("voice"), deadline=deadline, request_id=request_id
+            )
             reply: dict[str, Any] = {"type": "tts.result", "ok": True, "worker": WORKER_ID, **synthesis.to_wire()}
             logger.info(
                 "synthesised %d chars as %.2f s of audio in %.0f ms%s",
@@ -186,17 +224,23 @@ class TTSWorkerConsumer(AsyncConsumer):
             reply = {"type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}"}
         finally:
             heartbeat.cancel()
-        if time.time() <= deadline:  # past it, the client is gone: do not fill its inbox
+        # Past the deadline or abandoned, nobody reads the reply channel: do not fill it.
+        if time.time() <= deadline and not await is_abandoned(request_id):
             await self.channel_layer.send(reply_channel, reply)
 
-    async def _heartbeat(self, reply_channel: str, deadline: float) -> None:
+    async def _heartbeat(self, reply_channel: str, deadline: float, request_id: str) -> None:
         while time.time() < deadline:
             await asyncio.sleep(HEARTBEAT_S)
+            if await is_abandoned(request_id):
+                return
             await self.channel_layer.send(reply_channel, {"type": "tts.working"})
 
     async def tts_ping(self, message: dict[str, Any]) -> None:
         reply_channel = message.get("reply_channel")
-        if not reply_channel or time.time() > float(message.get("deadline") or 0):
+        deadline = float(message.get("deadline") or 0)
+        if not reply_channel or time.time() > min(deadline, float(message.get("pickup_deadline") or deadline)):
+            return
+        if not await claim_request(str(message.get("request_id") or ""), deadline=deadline):
             return
         host = engine_host()
         host.start_loading()

@@ -26,6 +26,22 @@ from chat.api_keys import api_key_create
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+async def _fresh_channel_layer():
+    """Each test gets its own channel layer object: pytest-asyncio gives each test a new event
+    loop, and channels_redis keeps receive locks and cleanup tasks bound to the loop that
+    created them (one loop per process in production, so only tests need this)."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    for layer in list(channel_layers.backends.values()):
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await close()
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from voice.engine import build_tiny_voice

@@ -1,0 +1,83 @@
+"""With Redis: `manage.py runworker voice-tts` processes answer over the real channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import pytest
+
+from voice import client
+from voice.errors import TTSUnavailable, UnknownVoice
+from voice.wav import wav_info
+
+LONG_TEXT = "Une phrase assez longue pour occuper le travailleur un bon moment. " * 14
+
+
+async def test_a_worker_synthesises_over_the_channel_layer_and_answers_pings(voice_settings, start_worker):
+    start_worker()
+    synthesis = await client.synthesize(text="Bonjour à 14h30 !", voice="fra")
+    info = wav_info(synthesis.wav)
+    assert (info.channels, info.sample_width, info.sample_rate) == (1, 2, 16000)
+    assert synthesis.duration_s > 0 and synthesis.model == "tiny-mms"
+    ready = await client.tts_readiness(timeout_s=3)
+    assert ready["ok"] is True and ready["transport"] == "channel"
+    assert ready["device"] == "cpu" and set(ready["voices"]) == {"fra", "eng"}
+
+
+async def test_bad_requests_are_refused_before_reaching_a_worker(voice_settings):
+    started = time.monotonic()
+    with pytest.raises(UnknownVoice):
+        await client.synthesize(text="Bonjour", voice="klingon")
+    assert time.monotonic() - started < 0.5  # no worker needed, none waited for
+
+
+async def test_without_any_worker_a_request_fails_fast_with_tts_unavailable(voice_settings):
+    voice_settings.TTS_PICKUP_TIMEOUT_S = 1.0
+    started = time.monotonic()
+    with pytest.raises(TTSUnavailable) as err:
+        await client.synthesize(text="Bonjour", voice=None)
+    assert time.monotonic() - started < 3
+    assert "runworker voice-tts" in err.value.message
+
+
+def first_to_log(workers, fragment: str, *, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for worker in workers:
+            if any(fragment in line for line in worker.lines):
+                return worker
+        time.sleep(0.01)
+    raise AssertionError(f"no worker logged {fragment!r}")
+
+
+async def test_a_worker_killed_mid_request_gives_tts_unavailable_and_the_other_worker_serves_the_next(
+    voice_settings, start_worker
+):
+    workers = [start_worker(TTS_SPEAKING_RATE="0.3"), start_worker(TTS_SPEAKING_RATE="0.3")]
+    request = asyncio.create_task(client.synthesize(text=LONG_TEXT, voice=None))
+    busy = await asyncio.to_thread(first_to_log, workers, f"synthesising {len(LONG_TEXT.strip())} chars")
+    busy.signal(signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(TTSUnavailable) as err:
+        await request
+    assert time.monotonic() - started < 8  # noticed by the missing heartbeat, not the 30 s deadline
+    assert "stopped answering" in err.value.message
+    assert (await client.synthesize(text="Encore une fois.", voice=None)).duration_s > 0
+
+
+async def test_a_hung_worker_gives_tts_unavailable_by_the_deadline(voice_settings, start_worker):
+    worker = start_worker()
+    worker.signal(signal.SIGSTOP)
+    with pytest.raises(TTSUnavailable):
+        await client.synthesize(text="Bonjour", voice=None, timeout_s=1.5)
+    worker.signal(signal.SIGCONT)
+
+
+async def test_several_workers_share_the_requests(voice_settings, start_worker):
+    workers = [start_worker(), start_worker()]
+    results = await asyncio.gather(*(client.synthesize(text=f"Phrase numéro {n}.", voice=None) for n in range(8)))
+    assert all(result.duration_s > 0 for result in results)
+    served = [sum("synthesising" in line for line in worker.lines) for worker in workers]
+    assert sum(served) == 8 and min(served) >= 1

@@ -1,0 +1,62 @@
+"""Without Redis: synthesis in the web process's own child process, never in the web process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import pytest
+
+from voice import client
+from voice.errors import TTSUnavailable
+from voice.wav import wav_info
+
+LONG_TEXT = "Une phrase assez longue pour occuper le processus un bon moment. " * 15
+
+
+async def test_it_synthesises_in_a_child_process(local_transport):
+    synthesis = await client.synthesize(text="Bonjour à 14h30 !", voice=None)
+    assert wav_info(synthesis.wav).sample_rate == 16000 and synthesis.duration_s > 0
+    child = client._local_worker
+    assert child is not None and child.pid not in (None, os.getpid())
+
+
+async def test_readiness_pings_the_child(local_transport):
+    await client.synthesize(text="Bonjour", voice=None)
+    ready = await client.tts_readiness(timeout_s=3)
+    assert ready["ok"] is True and ready["transport"] == "local" and ready["device"] == "cpu"
+
+
+async def test_a_child_killed_mid_request_gives_tts_unavailable_and_the_next_request_restarts_it(local_transport):
+    await client.synthesize(text="Bonjour", voice=None)
+    first_pid = client._local_worker.pid
+    request = asyncio.create_task(client.synthesize(text=LONG_TEXT, voice=None))
+    await asyncio.sleep(0.3)
+    os.kill(first_pid, signal.SIGKILL)
+    with pytest.raises(TTSUnavailable) as err:
+        await request
+    assert err.value.code == "tts_unavailable" and err.value.status == 503
+    again = await client.synthesize(text="Encore une fois.", voice=None)
+    assert again.duration_s > 0
+    assert client._local_worker.pid != first_pid
+
+
+async def test_a_hung_child_misses_its_deadline_is_replaced_and_the_next_request_works(local_transport):
+    await client.synthesize(text="Bonjour", voice=None)
+    hung_pid = client._local_worker.pid
+    os.kill(hung_pid, signal.SIGSTOP)  # alive, but never answers
+    with pytest.raises(TTSUnavailable):
+        await client.synthesize(text="Bonjour", voice=None, timeout_s=1.0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(hung_pid, 0)  # killed and reaped, not left behind
+    assert (await client.synthesize(text="Bonjour", voice=None)).duration_s > 0
+
+
+async def test_a_model_that_cannot_load_is_reported_with_its_name(local_transport, tmp_path):
+    local_transport.TTS_VOICES = {"fra": str(tmp_path / "missing-voice")}
+    with pytest.raises(TTSUnavailable) as err:
+        await client.synthesize(text="Bonjour", voice=None)
+    assert "missing-voice" in err.value.message
+    ready = await client.tts_readiness(timeout_s=1)
+    assert ready["ok"] is False and "missing-voice" in ready["error"]
