@@ -126,8 +126,6 @@ def benchmark(*, rows: int, repeat: int, windows: list[str]) -> list[tuple[str, 
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from metrics import selectors
-    from metrics.selectors import metric_filters
     from metrics.stats import analytics_queries
 
     def tuned(function: Callable[[], Any]) -> Callable[[], Any]:
@@ -145,25 +143,36 @@ def benchmark(*, rows: int, repeat: int, windows: list[str]) -> list[tuple[str, 
     client.force_login(staff)
     results = []
     for window in windows:
-        filters = metric_filters(window=window)
-        filtered = metric_filters(window=window, backend="ollama", model="phi3:mini", channel="ws")
-        cases: list[tuple[str, Callable[[], Any]]] = [
-            ("overall: P50/P95/P99 of 3 latencies, counts, rates, upstream means", tuned(lambda: selectors.latency_overall(filters))),
-            ("table by backend, model, channel", tuned(lambda: selectors.latency_groups(filters))),
-            ("time series, 3 latencies", tuned(lambda: selectors.latency_series(filters))),
-            ("time series, 1 latency (what the page draws)", tuned(lambda: selectors.latency_series(filters, fields=("total_ms",)))),
-            ("histograms, 3 latencies", tuned(lambda: selectors.latency_histograms(filters))),
-            ("recent errors", tuned(lambda: selectors.recent_errors(filters))),
-            ("error codes", tuned(lambda: selectors.error_codes(filters))),
-            ("filter menus", tuned(lambda: selectors.filter_choices(filters.window))),
-            ("JSON report (all of the above, GET /api/v1/metrics/latency)", lambda: selectors.latency_report(filters)),
-            ("JSON report filtered to ollama / phi3:mini / ws", lambda: selectors.latency_report(filtered)),
-            ("dashboard page (HTTP GET, rendered)", lambda: client.get("/dashboard/latency/", {"window": window})),
-        ]
-        for label, function in cases:
-            median, best = timed(function, repeat)
-            results.append((window, label, median, best))
-            print(f"  {rows:>10,} rows  {window:>4}  {label:<66} median {median:8.1f} ms  best {best:8.1f} ms", flush=True)
+        results += _run_cases(rows=rows, window=window, repeat=repeat, client=client, tuned=tuned)
+    return results
+
+
+def _run_cases(
+    *, rows: int, window: str, repeat: int, client: Any, tuned: Callable[..., Any]
+) -> list[tuple[str, str, float, float]]:
+    from metrics import selectors
+    from metrics.selectors import metric_filters
+
+    results = []
+    filters = metric_filters(window=window)
+    filtered = metric_filters(window=window, backend="ollama", model="phi3:mini", channel="ws")
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        ("overall: P50/P95/P99 of 3 latencies, counts, rates, upstream means", tuned(lambda: selectors.latency_overall(filters))),
+        ("table by backend, model, channel", tuned(lambda: selectors.latency_groups(filters))),
+        ("time series, 3 latencies", tuned(lambda: selectors.latency_series(filters))),
+        ("time series, 1 latency (what the page draws)", tuned(lambda: selectors.latency_series(filters, fields=("total_ms",)))),
+        ("histograms, 3 latencies", tuned(lambda: selectors.latency_histograms(filters))),
+        ("recent errors", tuned(lambda: selectors.recent_errors(filters))),
+        ("error codes", tuned(lambda: selectors.error_codes(filters))),
+        ("filter menus", tuned(lambda: selectors.filter_choices(filters.window))),
+        ("JSON report (all of the above, GET /api/v1/metrics/latency)", lambda: selectors.latency_report(filters)),
+        ("JSON report filtered to ollama / phi3:mini / ws", lambda: selectors.latency_report(filtered)),
+        ("dashboard page (HTTP GET, rendered)", lambda: client.get("/dashboard/latency/", {"window": window})),
+    ]
+    for label, function in cases:
+        median, best = timed(function, repeat)
+        results.append((window, label, median, best))
+        print(f"  {rows:>10,} rows  {window:>4}  {label:<66} median {median:8.1f} ms  best {best:8.1f} ms", flush=True)
     return results
 
 

@@ -16,8 +16,9 @@ from chat.auth import Principal, auth_for
 from chat.errors import NotFound
 from chat.models import Scope
 from metrics.export import metrics_csv_chunks
+from metrics.report import LatencyReport, MetricFilters
 from metrics.schemas import LatencyQuery, LatencyReportOut
-from metrics.selectors import LatencyReport, MetricFilters, latency_report, metric_filters, parse_group_by
+from metrics.selectors import latency_report, metric_filters, parse_group_by
 
 router = Router(tags=["metrics"])
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from metrics.selectors import GroupStats, HistogramBin, SeriesPoint
+from metrics.report import GroupStats, HistogramBin, SeriesPoint
 
 # Colour and dash both tell the percentiles apart, for readers who cannot rely on colour.
 PERCENTILE_STYLES = (

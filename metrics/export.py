@@ -10,7 +10,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db.models import Q
 
-from metrics.selectors import MetricFilters, metrics_in
+from metrics.report import MetricFilters
+from metrics.selectors import metrics_in
 
 CSV_COLUMNS = (
     "id",

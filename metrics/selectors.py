@@ -6,17 +6,36 @@ key) and runs its aggregation in the database; none of them loads the rows thems
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import Avg, Case, Count, F, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    F,
+    IntegerField,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 
 from chat.errors import InvalidInput
 from chat.models import ApiKey
 from metrics.models import Channel, RequestMetric, Status
+from metrics.report import (
+    Average,
+    Distribution,
+    GroupStats,
+    HistogramBin,
+    LatencyReport,
+    MetricFilters,
+    SeriesPoint,
+)
 from metrics.stats import EpochBucket, PercentileCont, analytics_queries
 from metrics.windows import Window, resolve_window
 
@@ -36,81 +55,6 @@ RECENT_ERRORS_LIMIT = 20
 _GENERATED = Q(tokens_out__gt=0) & (
     Q(upstream_generation_ms__gt=0) | Q(upstream_generation_ms__isnull=True, ttft_ms__isnull=False)
 )
-
-
-@dataclass(frozen=True)
-class MetricFilters:
-    window: Window
-    backend: str = ""
-    model: str = ""
-    channel: str = ""
-    user_id: int | None = None
-    api_key_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """Percentiles, mean and number of known values of one timing, in milliseconds."""
-
-    count: int
-    mean: float | None
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-@dataclass(frozen=True)
-class Average:
-    """Mean of one upstream timing over the requests that reported it, in milliseconds."""
-
-    count: int
-    mean: float | None
-
-
-@dataclass(frozen=True)
-class GroupStats:
-    key: dict[str, Any]
-    label: str
-    count: int
-    errors: int
-    fallbacks: int
-    cancelled: int
-    error_rate: float | None
-    fallback_rate: float | None
-    tokens_per_second: float | None
-    latency: dict[str, Distribution]
-    upstream: dict[str, Average]
-    # Mean of total minus the upstream parts, over requests with upstream timings: EVA,
-    # the network and anything the provider does not report.
-    other_ms: float | None
-
-
-@dataclass(frozen=True)
-class SeriesPoint:
-    start: datetime
-    count: int
-    errors: int
-    latency: dict[str, Distribution]
-
-
-@dataclass(frozen=True)
-class HistogramBin:
-    lower_ms: float
-    upper_ms: float | None  # None: no upper edge (the last bin)
-    count: int
-
-
-@dataclass(frozen=True)
-class LatencyReport:
-    filters: MetricFilters
-    group_by: tuple[str, ...]
-    overall: GroupStats
-    groups: list[GroupStats]
-    bucket_seconds: int
-    series: list[SeriesPoint]
-    histograms: dict[str, list[HistogramBin]]
-    recent_errors: list[dict[str, Any]]
-    error_codes: list[dict[str, Any]]
 
 
 def metric_filters(

@@ -17,7 +17,12 @@ from metrics import charts
 from metrics.forms import METRIC_CHOICES, METRIC_LABELS, LatencyFilterForm
 from metrics.models import Channel
 from metrics.prometheus import CONTENT_TYPE, bearer_token_matches, render_prometheus
-from metrics.selectors import filter_choices, latency_report, metric_filters, parse_group_by
+from metrics.selectors import (
+    filter_choices,
+    latency_report,
+    metric_filters,
+    parse_group_by,
+)
 
 EXPORT_PARAMS = ("window", "start", "end", "backend", "model", "channel", "user", "key", "group_by")
 

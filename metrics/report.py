@@ -1,0 +1,84 @@
+"""The shapes of a latency report: what the selectors return and the page and API serialize."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from metrics.windows import Window
+
+
+@dataclass(frozen=True)
+class MetricFilters:
+    window: Window
+    backend: str = ""
+    model: str = ""
+    channel: str = ""
+    user_id: int | None = None
+    api_key_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Percentiles, mean and number of known values of one timing, in milliseconds."""
+
+    count: int
+    mean: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
+class Average:
+    """Mean of one upstream timing over the requests that reported it, in milliseconds."""
+
+    count: int
+    mean: float | None
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    key: dict[str, Any]
+    label: str
+    count: int
+    errors: int
+    fallbacks: int
+    cancelled: int
+    error_rate: float | None
+    fallback_rate: float | None
+    tokens_per_second: float | None
+    latency: dict[str, Distribution]
+    upstream: dict[str, Average]
+    # Mean of total minus the upstream parts, over requests with upstream timings: EVA,
+    # the network and anything the provider does not report.
+    other_ms: float | None
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start: datetime
+    count: int
+    errors: int
+    latency: dict[str, Distribution]
+
+
+@dataclass(frozen=True)
+class HistogramBin:
+    lower_ms: float
+    upper_ms: float | None  # None: no upper edge (the last bin)
+    count: int
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    filters: MetricFilters
+    group_by: tuple[str, ...]
+    overall: GroupStats
+    groups: list[GroupStats]
+    bucket_seconds: int
+    series: list[SeriesPoint]
+    histograms: dict[str, list[HistogramBin]]
+    recent_errors: list[dict[str, Any]]
+    error_codes: list[dict[str, Any]]
