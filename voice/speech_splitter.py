@@ -7,7 +7,9 @@ writing; later pieces are whole sentences. What is not a sentence end: "M. Dupon
 Text without punctuation is cut at a space once it grows past `max_chars` (a clause mark
 before that is preferred); a single run of characters longer than that is cut hard.
 
-`feed` is O(new text) amortised: it rescans only from where the last scan stopped.
+Lines are pieces of their own; a Markdown code fence line is passed on even though it says
+nothing, so that the caller can skip code blocks. `feed` is O(new text) amortised: it
+rescans only from where the last scan stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ _LIST_MARKER = re.compile(r"^\s*(?:\d{1,3}|[a-zA-Z])$")
 
 def _speakable(text: str) -> bool:
     return any(char.isalnum() for char in text)
+
+
+def _worth_a_piece(text: str) -> bool:
+    # Code fences are passed on, alone, so that the caller can leave code blocks unspoken.
+    return _speakable(text) or text.strip().startswith("```")
 
 
 class SpeechSplitter:
@@ -63,7 +70,7 @@ class SpeechSplitter:
         while len(self._buffer) > self._limit():
             self._emit(self._overflow_cut(), pieces)
         rest, self._buffer, self._scan = self._buffer.strip(), "", 0
-        if _speakable(rest):
+        if _worth_a_piece(rest):
             pieces.append(rest)
             self._pieces_out += 1
         return pieces
@@ -71,7 +78,7 @@ class SpeechSplitter:
     def _emit(self, cut: int, pieces: list[str]) -> None:
         piece, self._buffer = self._buffer[:cut].strip(), self._buffer[cut:]
         self._scan = 0
-        if _speakable(piece):
+        if _worth_a_piece(piece):
             pieces.append(piece)
             self._pieces_out += 1
 
@@ -84,7 +91,7 @@ class SpeechSplitter:
         while i < len(buffer):
             char = buffer[i]
             if char == "\n":
-                if _speakable(buffer[:i]):
+                if _worth_a_piece(buffer[:i]):
                     return i + 1
             elif char in SENTENCE_ENDS or (char in CLAUSE_MARKS and self._pieces_out == 0):
                 end = i + 1
