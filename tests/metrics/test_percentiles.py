@@ -149,6 +149,9 @@ def test_percentiles_match_numpy_on_sqlite(tmp_path, now):
         assert group["count"] == len(members)
         assert_distribution(group["latency"]["total_ms"], expected_distribution(members, "total_ms"))
     assert sum(point["count"] for point in report["series"]["points"]) == len(rows)
+    assert sum(item["count"] for item in report["histograms"]["total_ms"]) == len(rows)
+    with_ttft = sum(row["ttft_ms"] is not None for row in rows)
+    assert sum(item["count"] for item in report["histograms"]["ttft_ms"]) == with_ttft
     busiest = max(report["series"]["points"], key=lambda point: point["count"])
     from datetime import datetime
 
