@@ -232,12 +232,15 @@ class TTSEngine:
         return (waveform * 32767.0).astype("<i2").tobytes()
 
 
-def build_tiny_voice(folder: str | Path, *, vocabulary: str | None = None, seed: int = 0, **config: Any) -> Path:
-    """Save a tiny random-weight MMS-style voice (real VitsConfig and tokenizer) into `folder`.
+def build_tiny_voice(
+    folder: str | Path, *, vocabulary: str | None = None, seed: int = 0, mms_sized: bool = False, **config: Any
+) -> Path:
+    """Save a random-weight MMS-style voice (real VitsConfig and character tokenizer) into `folder`.
 
     For tests and benchmarks where real weights cannot be downloaded: it loads through
-    exactly the same `from_pretrained` path as facebook/mms-tts-*. `config` overrides
-    VitsConfig sizes (the benchmark passes the real checkpoint's architecture).
+    exactly the same `from_pretrained` path as facebook/mms-tts-*. Tiny by default (fast
+    tests); `mms_sized=True` keeps VitsConfig's defaults, which are the MMS checkpoints'
+    architecture (hidden 192, 6 layers, about 36M parameters). `config` overrides sizes.
     """
     import json
     import tempfile
@@ -272,6 +275,8 @@ def build_tiny_voice(folder: str | Path, *, vocabulary: str | None = None, seed:
         "duration_predictor_num_flows": 1,
         "depth_separable_num_layers": 1,
     }
+    if mms_sized:
+        sizes = {}
     sizes.update(config)
     vits_config = VitsConfig(vocab_size=len(tokens), pad_token_id=0, sampling_rate=16_000, **sizes)
     torch.manual_seed(seed)
