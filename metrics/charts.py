@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
@@ -117,7 +117,7 @@ def nice_ceiling(value: float) -> tuple[float, float]:
     return math.ceil(value / step) * step, step
 
 
-def _time_label(moment: timezone.datetime, span: timedelta) -> str:
+def _time_label(moment: datetime, span: timedelta) -> str:
     local = timezone.localtime(moment)
     if span <= timedelta(hours=24):
         return local.strftime("%H:%M")

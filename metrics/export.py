@@ -51,6 +51,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _fetch(page: Any) -> list[tuple[Any, ...]]:
+    return list(page)
+
+
 async def metrics_csv_chunks(filters: MetricFilters) -> AsyncIterator[str]:
     """The header, then every row of the window oldest first, in chunks of about 64 KB.
 
@@ -63,7 +67,7 @@ async def metrics_csv_chunks(filters: MetricFilters) -> AsyncIterator[str]:
     ordered = metrics_in(filters).order_by("created_at", "id").values_list(*CSV_COLUMNS)
     page = ordered
     while True:
-        rows = await sync_to_async(list)(page[:FETCH_ROWS])
+        rows = await sync_to_async(_fetch)(page[:FETCH_ROWS])
         for row in rows:
             writer.writerow([_cell(value) for value in row])
             if buffer.tell() >= FLUSH_BYTES:

@@ -211,7 +211,7 @@ def latency_series(
     step = filters.window.bucket_seconds()
     aggregates: dict[str, Any] = {"count": Count("id"), "errors": Count("id", filter=Q(status=Status.ERROR))}
     aggregates.update(_distribution_aggregates(fields))
-    rows = (
+    rows: Any = (
         metrics_in(filters)
         .annotate(bucket=EpochBucket("created_at", step_s=step))
         .values("bucket")
@@ -252,7 +252,8 @@ def latency_histograms(
     """How many requests fell in each latency bin, for each of `fields`, in one pass."""
     bins = {f"{name}_bin": _histogram_bin(name) for name in fields}
     counts = {name: [0] * (len(HISTOGRAM_EDGES_MS) + 1) for name in fields}
-    for row in metrics_in(filters).values(**bins).annotate(count=Count("id")).order_by():
+    rows: Any = metrics_in(filters).values(**bins).annotate(count=Count("id")).order_by()
+    for row in rows:
         for name in fields:
             index = row[f"{name}_bin"]
             if index is not None:
@@ -270,7 +271,7 @@ def latency_histograms(
 
 def recent_errors(filters: MetricFilters, *, limit: int = RECENT_ERRORS_LIMIT) -> list[dict[str, Any]]:
     """The window's latest failed requests, newest first."""
-    return list(
+    rows: Any = (
         metrics_in(filters)
         .filter(status=Status.ERROR)
         .order_by("-created_at", "-id")
@@ -278,6 +279,7 @@ def recent_errors(filters: MetricFilters, *, limit: int = RECENT_ERRORS_LIMIT) -
             "created_at", "request_id", "channel", "backend", "model", "error_code", "total_ms", "user_id", "api_key_id"
         )[:limit]
     )
+    return list(rows)
 
 
 def error_codes(filters: MetricFilters) -> list[dict[str, Any]]:
