@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
@@ -40,7 +40,9 @@ def _authenticate_and_release(raw_key: str, scope: str) -> Principal:
     api_key = api_key_authenticate(raw_key=raw_key, scope=scope)
     # This runs in the request's own thread, which would otherwise keep its pooled database
     # connection until the response ends: for a long SSE stream, that starves the pool.
-    close_old_connections()
+    # (Not inside a transaction: closing there would break it, e.g. ATOMIC_REQUESTS or a test.)
+    if not connection.in_atomic_block:
+        close_old_connections()
     return Principal(user=api_key.owner, api_key=api_key)
 
 
