@@ -11,7 +11,8 @@ TTFT is measured by the client from sending the request to receiving the first t
 per-token cost is (last token - first token) / (tokens - 1). "Added" is EVA's percentile
 minus the direct stream's percentile at the same concurrency, measured in the same run.
 
-Run: .venv/bin/python bench/chat_latency.py [--quick]   (needs Postgres and Redis running)
+Run: .venv/bin/pip install -r bench/requirements.txt && .venv/bin/python bench/chat_latency.py [--quick]
+(needs Postgres and Redis running)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ DB_NAME = "eva_bench_chat"
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKENS = 20
+ROUNDS = 3
 
 
 def free_port() -> int:
@@ -247,7 +249,7 @@ async def main_async(args: argparse.Namespace) -> None:
     env = eva_env(db_url, ollama_url)
     key = prepare_database(env)
     levels = [1, 10, 50] if args.quick else [1, 10, 50, 200]
-    requests = {1: 30, 10: 10, 50: 6, 200: 3}
+    requests = {1: 10, 10: 4, 50: 2, 200: 1}
     servers = ["daphne"] if args.quick or args.daphne_only else ["daphne", "uvicorn"]
     lines = []
     out_dir = ROOT / "bench" / "out"
@@ -262,16 +264,24 @@ async def main_async(args: argparse.Namespace) -> None:
                 await measure("ws", 2, 2, ollama_url=ollama_url, eva_url=eva_url, key=key)
                 await measure("direct", 2, 2, ollama_url=ollama_url, eva_url=eva_url, key=key)
                 for level in levels:
-                    base = await measure("direct", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
-                    ws_run = await measure("ws", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
-                    ws_run.name = f"ws ({server})"
+                    # Rounds alternate direct and EVA so that drifts in the machine's load
+                    # (it is shared) fall on both sides alike.
+                    base, ws_run = Run("direct", level), Run(f"ws ({server})", level)
+                    base_sse, sse_run = Run("direct", level), Run(f"sse ({server})", level)
+                    for _ in range(ROUNDS):
+                        for target, kind in ((base, "direct"), (ws_run, "ws")):
+                            part = await measure(kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                            target.samples += part.samples
+                            target.errors += part.errors
+                        if level <= 50:
+                            for target, kind in ((base_sse, "direct"), (sse_run, "sse")):
+                                part = await measure(kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                                target.samples += part.samples
+                                target.errors += part.errors
                     lines.append(row(ws_run, base))
                     print(lines[-1], flush=True)
                     if level <= 50:
-                        base = await measure("direct", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
-                        sse_run = await measure("sse", level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
-                        sse_run.name = f"sse ({server})"
-                        lines.append(row(sse_run, base))
+                        lines.append(row(sse_run, base_sse))
                         print(lines[-1], flush=True)
             finally:
                 process.terminate()
@@ -291,7 +301,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="EVA chat latency over a direct Ollama-protocol stream")
     parser.add_argument("--quick", action="store_true", help="daphne only, up to 50 streams")
     parser.add_argument("--daphne-only", action="store_true")
-    asyncio.run(main_async(parser.parse_args()))
+    args = parser.parse_args()
+    try:
+        import uvloop  # the client must not be the bottleneck at 200 streams
+    except ImportError:
+        asyncio.run(main_async(args))
+    else:
+        uvloop.run(main_async(args))
 
 
 if __name__ == "__main__":

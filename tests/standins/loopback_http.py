@@ -52,7 +52,7 @@ class LoopbackHTTPServer:
         self.stop()
 
     def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = self._new_loop()
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port, backlog=2048))
         self.port = server.sockets[0].getsockname()[1]
@@ -66,6 +66,15 @@ class LoopbackHTTPServer:
                 task.cancel()
             self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
+
+    @staticmethod
+    def _new_loop() -> asyncio.AbstractEventLoop:
+        # uvloop (when installed, as for the benchmarks) lets one stand-in feed hundreds of streams.
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.new_event_loop()
+        return uvloop.new_event_loop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
