@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from voice.engine import ModelNotAvailable, TTSEngine
-from voice.errors import InvalidText, TextTooLong, UnknownVoice
+from voice.errors import InvalidText, TextTooLong, TTSUnavailable, UnknownVoice
 from voice.synthesis import EngineConfig, VoiceSpec
 from voice.wav import wav_info
 
@@ -111,6 +111,16 @@ def test_a_missing_model_folder_is_a_clear_error(tmp_path):
         TTSEngine.load(config)
     assert err.value.code == "tts_unavailable"
     assert "nowhere" in err.value.message and "does not exist" in err.value.message
+
+
+def test_an_extra_voice_without_weights_leaves_the_default_voice_working(tiny_voice, tmp_path):
+    voices = (VoiceSpec("fra", str(tiny_voice), "fr"), VoiceSpec("eng", str(tmp_path / "no-english"), "en"))
+    engine = TTSEngine.load(EngineConfig(voices=voices, default_voice="fra", cpu_threads=1, warmup=False))
+    assert engine.synthesize(text="Bonjour").duration_s > 0
+    with pytest.raises(TTSUnavailable) as err:
+        engine.synthesize(text="Hello", voice="eng")
+    assert "no-english" in err.value.message
+    assert "eng" in engine.describe()["unavailable_voices"]
 
 
 def test_an_uncached_hub_model_offline_fails_fast_naming_the_model_and_the_download_command(tiny_voice):
