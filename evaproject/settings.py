@@ -283,9 +283,10 @@ TTS_DEFAULT_VOICE = envstr("TTS_DEFAULT_VOICE", "fra")
 
 
 def _tts_voices(default_voice: str, default_model: str, extra: str) -> dict[str, str]:
-    """Voice name -> model: the default voice (MMS_TTS_MODEL) plus TTS_VOICES "name=model,..."."""
+    """Voice name -> model: the default voice (MMS_TTS_MODEL) plus TTS_VOICES "name=model,..."
+    ("none": the default voice alone)."""
     voices = {default_voice: default_model}
-    for item in (part.strip() for part in extra.split(",")):
+    for item in (part.strip() for part in ("" if extra.strip().lower() == "none" else extra).split(",")):
         if not item:
             continue
         name, sep, model = (piece.strip() for piece in item.partition("="))
