@@ -74,11 +74,7 @@ async def test_falls_back_when_ollama_sends_no_first_token_in_time(ollama, groq_
     ollama.behaviour.mode = "stall"
     frames = await ask(user_key)
     assert frames[0]["backend"] == "groq"
-    for _ in range(40):  # the abandoned Ollama request is closed, not left generating
-        if ollama.chat_requests()[-1].client_disconnected:
-            break
-        await asyncio.sleep(0.05)
-    assert ollama.chat_requests()[-1].client_disconnected
+    assert await ollama.last_chat_hung_up()  # the upstream request is closed, so Ollama stops
 
 
 async def test_falls_back_when_ollama_errors_before_any_token(ollama, groq_cloud, user_key):

@@ -69,6 +69,15 @@ class OllamaStandIn(LoopbackHTTPServer):
     def chat_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.path == "/api/chat" and r.body.get("messages")]
 
+    async def last_chat_hung_up(self, *, within_s: float = 2.5) -> bool:
+        """Whether the client closed the last chat request's connection (waits up to `within_s`)."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.chat_requests()[-1].client_disconnected:
+                return True
+            await asyncio.sleep(0.02)
+        return self.chat_requests()[-1].client_disconnected
+
     async def route(
         self, method: str, path: str, headers: dict[str, str], raw: bytes,
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
