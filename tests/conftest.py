@@ -93,3 +93,7 @@ def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_
                 )
             connection.close()
             connection.close_pool()
+
+
+# The live daphne server and its Ollama stand-in (session-wide), for tests that need real sockets.
+from tests.live_server import LiveServer, live_asgi, ollama_behaviour, web_ollama  # noqa: E402, F401

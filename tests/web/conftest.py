@@ -9,14 +9,7 @@ subprocess pointed at the test database. Tests that use it must be
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -35,115 +28,6 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 PASSWORD = "correct horse battery"
-
-
-@dataclass
-class LiveServer:
-    url: str
-    log: Path
-    process: subprocess.Popen
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _database_url(db: dict) -> str:
-    user = quote(db.get("USER") or "", safe="")
-    password = quote(db.get("PASSWORD") or "", safe="")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = db.get("HOST") or "127.0.0.1"
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{quote(db['NAME'], safe='')}"
-
-
-@pytest.fixture(scope="session")
-def web_ollama():
-    """One Ollama stand-in for the session; `ollama_behaviour` resets it for each test."""
-    from tests.standins.ollama_server import OllamaStandIn
-
-    server = OllamaStandIn().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ollama_behaviour(web_ollama):
-    from tests.standins.ollama_server import OllamaBehaviour
-
-    web_ollama.behaviour = OllamaBehaviour(token_interval_s=0.02)
-    return web_ollama.behaviour
-
-
-@pytest.fixture(scope="session")
-def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
-    """daphne serving evaproject.asgi on a free loopback port, on the test database."""
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    if "postgresql" not in db["ENGINE"]:
-        pytest.fail("browser tests need the Postgres test database (DATABASE_URL)")
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.web.live_settings",
-        "DATABASE_URL": _database_url(db),
-        "DEBUG": "false",
-        "SECURE_SSL": "false",
-        "SECRET_KEY": settings.SECRET_KEY,
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "CSRF_TRUSTED_ORIGINS": url,
-        "REDIS_URL": settings.REDIS_URL,
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYER_PREFIX,
-        "OLLAMA_URL": web_ollama.url,
-        "OLLAMA_MODEL": "phi3:mini",
-        "OLLAMA_WARMUP": "false",
-        "LLM_BACKENDS": "ollama",
-        "GROQ_API_KEY": "",
-        "LLM_FIRST_TOKEN_DEADLINE_S": "5",
-        "BREAKER_FAILURE_THRESHOLD": "1000",
-        "RATE_LIMIT_PER_USER": "1000/minute",
-        "RATE_LIMIT_PER_KEY": "1000/minute",
-        "LOG_LEVEL": "warning",
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tmp_path_factory.mktemp("live-asgi") / "daphne.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(url=url, log=log, process=process)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"daphne exited with {process.returncode}:\n{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"daphne did not answer /health within 60 s:\n{server.log_tail()}")
-        time.sleep(0.2)
-    yield server
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -1,0 +1,63 @@
+"""Chat through a real daphne process: SSE and WebSocket clients that go away stop Ollama."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+
+from chat.api_keys import api_key_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def new_key() -> str:
+    user = get_user_model().objects.create_user("mobile")
+    return api_key_create(owner=user, name="phone", scopes="chat")[1]
+
+
+async def test_an_sse_client_that_goes_away_stops_the_generation(live_asgi, web_ollama, ollama_behaviour):
+    ollama_behaviour.reply_tokens = [f" t{i}" for i in range(300)]
+    ollama_behaviour.token_interval_s = 0.02
+    key = await new_key()
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream(
+            "POST", f"{live_asgi.url}/api/v1/chat", json={"message": "long", "stream": True}, headers={"X-API-Key": key}
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            seen = []
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    seen.append(line.removeprefix("event: "))
+                if seen.count("token") == 3:
+                    break  # hang up in the middle of the reply
+    assert seen[0] == "start"
+    assert await web_ollama.last_chat_hung_up(within_s=5)
+    assert web_ollama.chat_requests()[-1].tokens_sent < 300
+
+
+async def test_a_mobile_websocket_client_streams_a_reply_from_daphne(live_asgi, web_ollama, ollama_behaviour):
+    key = await new_key()
+    url = live_asgi.url.replace("http://", "ws://") + "/ws/chat"
+    async with websockets.connect(url, additional_headers={"X-API-Key": key}) as ws:
+        await ws.send(json.dumps({"type": "message", "content": "Salut", "session_id": "test"}))
+        frames = []
+        while not frames or frames[-1]["type"] != "end":
+            frames.append(json.loads(await ws.recv()))
+    assert "".join(f["content"] for f in frames if f["type"] == "token") == "Echo: Salut"
+
+
+async def test_a_bad_key_closes_the_socket_with_4401(live_asgi):
+    url = live_asgi.url.replace("http://", "ws://") + "/ws/chat"
+    async with websockets.connect(url, additional_headers={"X-API-Key": "eva_nope_nope"}) as ws:
+        error = json.loads(await ws.recv())
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.recv()
+    assert error["code"] == "invalid_api_key"
+    assert closed.value.rcvd.code == 4401
