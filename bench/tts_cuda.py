@@ -226,7 +226,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("tts_cuda: torch sees no CUDA device (torch %s); nothing measured." % torch.__version__, file=sys.stderr)
+        print(f"tts_cuda: torch sees no CUDA device (torch {torch.__version__}); nothing measured.", file=sys.stderr)
         return 2
     report = run(
         device=args.device, runs=args.runs, stream_runs=args.stream_runs, ttft_ms=args.ttft_ms, token_ms=args.token_ms, threads=args.threads

@@ -142,9 +142,9 @@ async def _exchange_over_layer(
         wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
         try:
             if wait <= 0:
-                raise asyncio.TimeoutError
+                raise TimeoutError
             message = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if first:
                 raise TTSUnavailable(
                     f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "

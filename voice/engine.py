@@ -156,7 +156,7 @@ class TTSEngine:
     def load(cls, config: EngineConfig) -> TTSEngine:
         """Load every voice on the configured device, then synthesise once per voice (warm-up)."""
         started = time.perf_counter()
-        transformers_logging.disable_progress_bar()  # worker logs, not a terminal
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # worker logs, not a terminal
         if config.cpu_threads > 0:
             torch.set_num_threads(config.cpu_threads)
         device = resolve_device(config.device)
@@ -281,7 +281,7 @@ class TTSEngine:
             output = loaded.model(input_ids=input_ids, attention_mask=attention_mask)
         length = int(output.sequence_lengths[0])
         waveform = output.waveform[0, :length].float().clamp(-1.0, 1.0).cpu().numpy()
-        return (waveform * 32767.0).astype("<i2").tobytes()
+        return bytes((waveform * 32767.0).astype("<i2").tobytes())
 
 
 def build_tiny_voice(

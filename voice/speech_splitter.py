@@ -149,9 +149,8 @@ class SpeechSplitter:
             return False  # an initial: "J. K. Rowling"
         if "." in bare and next_char.islower():
             return False  # "e.g. this", "p.ex. ceci"
-        if next_char.islower():
-            return False  # a sentence rarely starts in lower case; an abbreviation we do not know
-        return True
+        # A sentence rarely starts in lower case: an abbreviation we do not know.
+        return not next_char.islower()
 
     def _overflow_if_needed(self) -> int | None:
         if len(self._buffer) <= self._limit():

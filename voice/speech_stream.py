@@ -23,6 +23,7 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from chat.errors import EvaError
 from voice.errors import InvalidText, TTSUnavailable
@@ -41,7 +42,7 @@ class SpeechStream:
         self,
         *,
         voice: str | None,
-        send_json: Callable[[dict], Awaitable[None]],
+        send_json: Callable[[dict[str, Any]], Awaitable[None]],
         send_bytes: Callable[[bytes], Awaitable[None]],
         synthesize: Synthesizer | None = None,
         max_in_flight: int | None = None,
@@ -55,7 +56,9 @@ class SpeechStream:
             from django.conf import settings
 
             if synthesize is None:
-                from voice.client import synthesize
+                from voice.client import synthesize as client_synthesize
+
+                synthesize = client_synthesize
             max_in_flight = max_in_flight or settings.TTS_STREAM_MAX_IN_FLIGHT
             splitter = splitter or SpeechSplitter(
                 first_min_chars=settings.TTS_STREAM_FIRST_MIN_CHARS,
@@ -137,13 +140,16 @@ class SpeechStream:
     def _start_more(self) -> None:
         while self._waiting and self._running < self._max_in_flight and not self._stopped:
             piece = self._waiting.popleft()
-            task = asyncio.get_running_loop().create_task(self._synthesize(text=piece, voice=self._voice))
+            task = asyncio.get_running_loop().create_task(self._speak(piece))
             self._running += 1
             task.add_done_callback(self._synthesis_done)
             self._ordered.append((piece, task))
         if self._sender is None and self._ordered:
             self._sender = asyncio.get_running_loop().create_task(self._send_in_order())
         self._wakeup.set()
+
+    async def _speak(self, piece: str) -> Synthesis:
+        return await self._synthesize(text=piece, voice=self._voice)
 
     def _synthesis_done(self, task: asyncio.Task[Synthesis]) -> None:
         self._running -= 1

@@ -202,13 +202,17 @@ class _Speller:
         return f" {spoken} "
 
 
+def _replace_with(words: str) -> Callable[[re.Match[str]], str]:
+    return lambda match: f" {words} "
+
+
 def _substitutions(speller: _Speller) -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]:
     words = speller.words
     number = speller.number_pattern
     money_number = number.replace("(?P<sep>", "(?P<msep>").replace("(?P=sep)", "(?P=msep)")
     rules: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
     for pattern, replacement in words.abbreviations:
-        rules.append((re.compile(pattern), lambda m, r=replacement: f" {r} "))
+        rules.append((re.compile(pattern), _replace_with(replacement)))
     # Times: "14h30", "14 h 30", "9h" (French) and "14:30", "2:05 pm".
     if speller.language == "fr":
         rules.append((

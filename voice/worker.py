@@ -173,7 +173,7 @@ def preload() -> None:
     engine_host().start_loading()
 
 
-class TTSWorkerConsumer(AsyncConsumer):
+class TTSWorkerConsumer(AsyncConsumer):  # type: ignore[misc]  # channels ships no type hints
     """Answers tts.synthesize and tts.ping sent to the "voice-tts" channel."""
 
     async def tts_synthesize(self, message: dict[str, Any]) -> None:

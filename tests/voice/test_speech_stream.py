@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from voice.errors import InvalidText, TTSUnavailable
 from voice.speech_splitter import SpeechSplitter
 from voice.speech_stream import SpeechStream
