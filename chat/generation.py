@@ -163,6 +163,8 @@ class ChatGeneration:
                     elif isinstance(chunk, Done):
                         self.done = chunk
             except StreamFailed as exc:
+                if self.speech is not None:
+                    self.speech.cancel()  # no audio after the error frame
                 status = ChatMessage.Status.PARTIAL if self.parts else ChatMessage.Status.ERROR
                 self.total_ms = self._elapsed_ms()
                 self.finished = True

@@ -51,3 +51,20 @@ async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(oll
     await flush_metrics()
     metric = await RequestMetric.objects.aget(request_id=end["request_id"])
     assert metric.channel == "ws" and metric.time_to_first_audio_ms is not None and metric.time_to_first_audio_ms > 0
+
+
+async def test_no_audio_follows_the_error_when_the_model_fails_mid_reply(ollama, voice_settings, module_worker, tts_key):
+    ollama.behaviour.reply_tokens = ["Bonjour !", " Une", " phrase", " assez", " longue", " pour", " parler."]
+    ollama.behaviour.mode = "error_mid_stream"
+    ollama.behaviour.error_after_tokens = 4
+    _, key = await tts_key("alice", scopes="chat,tts")
+    socket = ws_with_key(key)
+    assert (await socket.connect())[0]
+    await socket.send_json_to({"type": "message", "content": "Salut", "voice": True})
+    while True:
+        output = await socket.receive_output(timeout=30)
+        if output.get("text") and json.loads(output["text"])["type"] == "error":
+            break
+    assert json.loads(output["text"])["code"] == "upstream_error"
+    assert await socket.receive_nothing(timeout=1.5)  # speech was stopped with the reply
+    await socket.disconnect()
