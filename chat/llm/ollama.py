@@ -87,8 +87,11 @@ class OllamaBackend:
                     raise BackendUnavailable(
                         f"Ollama answered {response.status_code}: {detail}{hint}", backend=self.name, status=response.status_code
                     )
+                done: Done | None = None
+                # Read to the end of the chunked body even after `done` (nothing follows it), so
+                # that the connection goes back to the pool instead of being closed.
                 async for line in response.aiter_lines():
-                    if not line.strip():
+                    if not line.strip() or done is not None:
                         continue
                     try:
                         data = json.loads(line)
@@ -101,7 +104,7 @@ class OllamaBackend:
                         started = True
                         yield Token(content)
                     if data.get("done"):
-                        yield Done(
+                        done = Done(
                             done_reason=str(data.get("done_reason") or "stop"),
                             tokens_in=data.get("prompt_eval_count"),
                             tokens_out=data.get("eval_count"),
@@ -109,8 +112,9 @@ class OllamaBackend:
                             upstream_prompt_ms=_ms(data.get("prompt_eval_duration")),
                             upstream_generation_ms=_ms(data.get("eval_duration")),
                         )
-                        return
-                raise self._failure(started, "Ollama closed the stream before it was done")
+                if done is None:
+                    raise self._failure(started, "Ollama closed the stream before it was done")
+            yield done
         except httpx.TimeoutException as exc:
             raise self._failure(started, f"Ollama stopped answering ({type(exc).__name__})") from None
         except httpx.TransportError as exc:

@@ -208,3 +208,13 @@ async def test_legacy_clients_message_in_tokens_and_end_out(ollama, user_key):
     assert [f["type"] for f in frames][-1] == "end"
     assert "".join(f.get("content", "") for f in frames if f["type"] == "token") == "Echo: Salut"
     await ws.disconnect()
+
+
+async def test_consecutive_replies_reuse_the_connection_to_ollama(ollama, user_key):
+    ws = await open_socket(user_key)
+    for text in ("one", "two", "three"):
+        await ws.send_json_to({"type": "message", "content": text})
+        await receive_until(ws, "end")
+    await ws.disconnect()
+    peers = {request.peer for request in ollama.chat_requests()}
+    assert len(peers) == 1  # kept alive: no new TCP connection (and handshake) per reply

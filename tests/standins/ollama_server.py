@@ -47,6 +47,7 @@ class RecordedRequest:
     finished: bool = False
     client_disconnected: bool = False
     tokens_sent: int = 0
+    peer: tuple[str, int] | None = None  # the client's address: the same one means a reused connection
 
 
 def _now_iso() -> str:
@@ -99,7 +100,9 @@ class OllamaStandIn(LoopbackHTTPServer):
             except json.JSONDecodeError as exc:
                 await self.send_json(writer, 400, {"error": f"invalid character: {exc}"})
                 return True
-            record = RecordedRequest(path=path, body=body, received_at=time.perf_counter())
+            record = RecordedRequest(
+                path=path, body=body, received_at=time.perf_counter(), peer=writer.get_extra_info("peername")
+            )
             self.requests.append(record)
             await self._chat(body, record, reader, writer)
             # Like Ollama's Go server: keep-alive after a complete response, closed after a hang-up.
