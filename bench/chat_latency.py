@@ -21,12 +21,14 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -39,6 +41,7 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKENS = 20
 ROUNDS = 3
+STAGGER_S = 0.05 + 0.01 * (TOKENS - 1)  # one reply: first token at 50 ms, then every 10 ms
 
 
 def free_port() -> int:
@@ -140,30 +143,37 @@ async def direct_once(client: httpx.AsyncClient, url: str, text: str) -> Sample:
     return Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count)
 
 
-async def ws_conversation(url: str, key: str, index: int, requests: int, run: Run) -> None:
-    async with websockets.connect(url, additional_headers={"X-API-Key": key}, max_size=None) as ws:
-        for turn in range(requests):
-            start = time.perf_counter()
-            await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"b{index}"}))
-            first = last = None
-            count = 0
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "token":
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    count += 1
-                elif frame["type"] == "end":
-                    break
-                elif frame["type"] == "error":
-                    run.errors += 1
-                    break
-            if first is not None:
-                run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+async def staggered() -> None:
+    """Clients start spread over one reply's duration, as independent users would, instead of
+    all sending in the same millisecond (a burst measures queueing, not a steady state)."""
+    await asyncio.sleep(random.uniform(0, STAGGER_S))
+
+
+async def ws_conversation(ws: Any, index: int, requests: int, run: Run) -> None:
+    await staggered()
+    for turn in range(requests):
+        start = time.perf_counter()
+        await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"b{index}"}))
+        first = last = None
+        count = 0
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "token":
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                count += 1
+            elif frame["type"] == "end":
+                break
+            elif frame["type"] == "error":
+                run.errors += 1
+                break
+        if first is not None:
+            run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
 
 
 async def sse_conversation(client: httpx.AsyncClient, url: str, key: str, index: int, requests: int, run: Run) -> None:
+    await staggered()
     for turn in range(requests):
         start = time.perf_counter()
         first = last = None
@@ -192,6 +202,7 @@ async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         if kind == "direct":
             async def loop(i: int) -> None:
+                await staggered()
                 for turn in range(requests):
                     try:
                         run.samples.append(await direct_once(client, ollama_url, f"c{i} r{turn}"))
@@ -199,11 +210,16 @@ async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str
                         run.errors += 1
             await asyncio.gather(*(loop(i) for i in range(concurrency)))
         elif kind.startswith("ws"):
+            # The sockets are opened first: handshakes are not what is measured.
             ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
+            sockets = await asyncio.gather(
+                *(websockets.connect(ws_url, additional_headers={"X-API-Key": key}, max_size=None) for _ in range(concurrency))
+            )
             results = await asyncio.gather(
-                *(ws_conversation(ws_url, key, i, requests, run) for i in range(concurrency)), return_exceptions=True
+                *(ws_conversation(ws, i, requests, run) for i, ws in enumerate(sockets)), return_exceptions=True
             )
             run.errors += sum(1 for r in results if isinstance(r, BaseException))
+            await asyncio.gather(*(ws.close() for ws in sockets))
         else:
             results = await asyncio.gather(
                 *(sse_conversation(client, eva_url, key, i, requests, run) for i in range(concurrency)),
@@ -249,7 +265,7 @@ async def main_async(args: argparse.Namespace) -> None:
     env = eva_env(db_url, ollama_url)
     key = prepare_database(env)
     levels = [1, 10, 50] if args.quick else [1, 10, 50, 200]
-    requests = {1: 10, 10: 4, 50: 2, 200: 1}
+    requests = {1: 10, 10: 4, 50: 3, 200: 2}
     servers = ["daphne"] if args.quick or args.daphne_only else ["daphne", "uvicorn"]
     lines = []
     out_dir = ROOT / "bench" / "out"

@@ -33,14 +33,14 @@ def _title_from(content: str) -> str:
 
 
 def _session_get_or_create(*, owner_id: int, session_id: str, title: str = "") -> ChatSession:
+    session = ChatSession.objects.filter(owner_id=owner_id, session_id=session_id).only("pk").first()
+    if session is not None:
+        return session
     try:
         with transaction.atomic():
-            session, _ = ChatSession.objects.get_or_create(
-                owner_id=owner_id, session_id=session_id, defaults={"title": title}
-            )
+            return ChatSession.objects.create(owner_id=owner_id, session_id=session_id, title=title)
     except IntegrityError:  # two first messages raced; the other one created it
-        session = ChatSession.objects.get(owner_id=owner_id, session_id=session_id)
-    return session
+        return ChatSession.objects.get(owner_id=owner_id, session_id=session_id)
 
 
 def llm_messages_for(*, owner_id: int, session_id: str, content: str) -> list[dict[str, str]]:
@@ -55,17 +55,19 @@ def llm_messages_for(*, owner_id: int, session_id: str, content: str) -> list[di
 
 
 def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None) -> int:
-    """Store the user's message (creating the conversation on first use); return the session's pk."""
-    now = at or timezone.now()
+    """Store the user's message (creating the conversation on first use); return the session's pk.
+
+    Two statements in the common case (find the session, insert the message): the session's
+    `updated_at` is moved when the reply is stored.
+    """
     session = _session_get_or_create(owner_id=owner_id, session_id=session_id, title=_title_from(content))
-    with transaction.atomic():
-        ChatMessage.objects.create(
-            session=session, role=ChatMessage.Role.USER, content=content, request_id=request_id, created_at=now
-        )
-        updates: dict[str, object] = {"updated_at": now}
-        if not session.title:
-            updates["title"] = _title_from(content)
-        ChatSession.objects.filter(pk=session.pk).update(**updates)
+    ChatMessage.objects.create(
+        session_id=session.pk,
+        role=ChatMessage.Role.USER,
+        content=content,
+        request_id=request_id,
+        created_at=at or timezone.now(),
+    )
     return int(session.pk)
 
 
