@@ -103,7 +103,6 @@ DEBUG = envbool("DEBUG", False)
 SECRET_KEY = envsecret("SECRET_KEY", debug=DEBUG, debug_default="eva-insecure-development-key-change-me-0123456789")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])
-SITE_URL = envstr("SITE_URL", "http://localhost:8000")
 
 INSTALLED_APPS = [
     "daphne",
@@ -236,7 +235,6 @@ OLLAMA_MODEL = envstr("OLLAMA_MODEL", "phi3:mini")
 OLLAMA_KEEP_ALIVE = envstr("OLLAMA_KEEP_ALIVE", "-1")
 OLLAMA_WARMUP = envbool("OLLAMA_WARMUP", True)
 OLLAMA_CONNECT_TIMEOUT_S = envfloat("OLLAMA_CONNECT_TIMEOUT_S", 3.0, minimum=0.01)
-OLLAMA_READ_TIMEOUT_S = envfloat("OLLAMA_READ_TIMEOUT_S", 60.0, minimum=0.01)
 GROQ_API_KEY = envstr("GROQ_API_KEY")
 GROQ_MODEL = envstr("GROQ_MODEL", "llama-3.1-8b-instant")
 GROQ_BASE_URL = envstr("GROQ_BASE_URL")  # empty: the SDK's default (Groq's cloud)
