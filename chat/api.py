@@ -145,6 +145,8 @@ class MessageOut(Schema):
     status: str
     backend: str
     model: str
+    ttft_ms: float | None = Field(None, description="A reply's time to first token, as EVA measured it.")
+    total_ms: float | None = Field(None, description="A reply's total time.")
     created_at: datetime
 
 

@@ -208,6 +208,8 @@ class ChatGeneration:
             backend=self.backend,
             model=self.model,
             request_id=self.request_id,
+            ttft_ms=self.ttft_ms,
+            total_ms=self.total_ms,
         )
 
     def _record(self, *, status: str, error_code: str = "") -> None:

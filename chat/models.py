@@ -78,6 +78,9 @@ class ChatMessage(models.Model):
     backend = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=100, blank=True, default="")
     request_id = models.CharField(max_length=36, blank=True, default="")
+    # A reply's timings as EVA measured them (also in its RequestMetric), shown with the history.
+    ttft_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -72,7 +72,15 @@ def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id:
 
 
 def chat_turn_finish(
-    *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str
+    *,
+    session_pk: int,
+    content: str,
+    status: str,
+    backend: str,
+    model: str,
+    request_id: str,
+    ttft_ms: float | None = None,
+    total_ms: float | None = None,
 ) -> ChatMessage:
     """Store the assistant's reply (complete, partial or error)."""
     now = timezone.now()
@@ -84,6 +92,8 @@ def chat_turn_finish(
         backend=backend,
         model=model,
         request_id=request_id,
+        ttft_ms=ttft_ms,
+        total_ms=total_ms,
         created_at=now,
     )
     ChatSession.objects.filter(pk=session_pk).update(updated_at=now)

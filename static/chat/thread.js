@@ -178,7 +178,11 @@ export function historyMessage(item) {
     model: item.model,
     createdAt: item.created_at,
   });
-  if (item.status === "partial") {
+  if (item.status === "complete" && item.ttft_ms != null) {
+    message.setMeta({
+      backend: item.backend, model: item.model, createdAt: item.created_at, ttftMs: item.ttft_ms, totalMs: item.total_ms,
+    });
+  } else if (item.status === "partial") {
     message.setStatus("partial");
     message.setMeta({ backend: item.backend, model: item.model, createdAt: item.created_at, badge: "Incomplete" });
   } else if (item.status === "error") {

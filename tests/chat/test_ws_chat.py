@@ -218,3 +218,18 @@ async def test_consecutive_replies_reuse_the_connection_to_ollama(ollama, user_k
     await ws.disconnect()
     peers = {request.peer for request in ollama.chat_requests()}
     assert len(peers) == 1  # kept alive: no new TCP connection (and handshake) per reply
+
+
+async def test_a_replys_timings_are_kept_with_the_history(ollama, user_key):
+    from django.test import AsyncClient
+
+    _, key = await user_key()
+    ws = ws_with_key(key)
+    await ws.connect()
+    await ws.send_json_to({"type": "message", "content": "time me", "session_id": "t"})
+    end = (await receive_until(ws, "end"))[-1]
+    await ws.disconnect()
+    page = (await AsyncClient().get("/api/v1/sessions/t/messages", headers={"X-API-Key": key})).json()
+    user, reply = page["items"]
+    assert user["ttft_ms"] is None
+    assert reply["ttft_ms"] == end["ttft_ms"] and reply["total_ms"] == end["total_ms"]

@@ -29,6 +29,11 @@ async def test_tokens_appear_in_order_as_they_stream(page, logged_in, ollama_beh
     meta = reply.locator(".message-meta")
     await expect(meta).to_contain_text("ollama · phi3:mini")
     await expect(meta).to_contain_text(re.compile(r"first token \d+ ms"))
+    # The timing is stored with the reply: it is still shown after a reload.
+    await open_chat(page, page.url)
+    reloaded = last_reply(page).locator(".message-meta")
+    await expect(reloaded).to_contain_text("ollama · phi3:mini")
+    await expect(reloaded).to_contain_text(re.compile(r"first token \d+ ms"))
     assert page.js_errors == []
 
 
