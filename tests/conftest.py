@@ -40,6 +40,21 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -
 
 
 @pytest.fixture
+def user_key():
+    """`await user_key("alice")` → (user, plaintext key with chat+tts scopes)."""
+    from asgiref.sync import sync_to_async
+
+    from chat.api_keys import api_key_create
+
+    @sync_to_async
+    def make(username: str = "alice", scopes: str = "chat,tts"):
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        return user, api_key_create(owner=user, name=f"{username}-key", scopes=scopes)[1]
+
+    return make
+
+
+@pytest.fixture
 def ollama(settings):
     """A running Ollama stand-in; settings.OLLAMA_URL points at it."""
     from tests.standins.ollama_server import OllamaStandIn

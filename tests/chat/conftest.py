@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model
-
-from chat.api_keys import api_key_create
 
 
 @pytest.fixture(autouse=True)
@@ -18,18 +14,6 @@ def _fresh_provider(settings):
     reset_default_provider()
     yield
     reset_default_provider()
-
-
-@pytest.fixture
-def user_key():
-    """`await user_key("alice")` → (user, plaintext key with chat+tts scopes)."""
-
-    @sync_to_async
-    def make(username: str = "alice", scopes: str = "chat,tts"):
-        user, _ = get_user_model().objects.get_or_create(username=username)
-        return user, api_key_create(owner=user, name=f"{username}-key", scopes=scopes)[1]
-
-    return make
 
 
 @pytest.fixture

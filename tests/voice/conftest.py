@@ -18,10 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from asgiref.sync import sync_to_async
-from django.contrib.auth import get_user_model
 
-from chat.api_keys import api_key_create
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,15 +142,9 @@ def module_worker(tiny_voice) -> Iterator[WorkerProcess]:
 
 
 @pytest.fixture
-def tts_key():
-    """`await tts_key("alice", scopes="tts")` → (user, plaintext API key)."""
-
-    @sync_to_async
-    def make(username: str = "alice", scopes: str = "tts"):
-        user, _ = get_user_model().objects.get_or_create(username=username)
-        return user, api_key_create(owner=user, name=f"{username}-voice", scopes=scopes)[1]
-
-    return make
+def tts_key(user_key):
+    """`await tts_key("alice", scopes="tts")` → (user, plaintext API key); tts scope by default."""
+    return lambda username="alice", scopes="tts": user_key(username, scopes)
 
 
 @pytest.fixture
