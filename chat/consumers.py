@@ -20,6 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat.errors import EvaError
 from chat.generation import ChatGeneration, ChatRequest, content_validate
+from chat.models import Scope
 from chat.services import session_clear, session_id_validate
 
 logger = logging.getLogger("chat.consumers")
@@ -96,6 +97,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         voice = frame.get("voice", False)
         if not isinstance(voice, bool):
             await self.send_error("invalid_message", "voice must be true or false.")
+            return
+        api_key = self.scope.get("api_key")
+        if voice and api_key is not None and not api_key.has_scope(Scope.TTS):
+            await self.send_error("missing_scope", "Spoken replies need an API key with the 'tts' scope.")
             return
         if self.task is not None and not self.task.done():
             await self.send_error("busy", "A reply is still streaming: wait for its end, or send cancel first.")

@@ -233,3 +233,15 @@ async def test_a_replys_timings_are_kept_with_the_history(ollama, user_key):
     user, reply = page["items"]
     assert user["ttft_ms"] is None
     assert reply["ttft_ms"] == end["ttft_ms"] and reply["total_ms"] == end["total_ms"]
+
+
+async def test_a_key_without_the_tts_scope_cannot_ask_for_speech(ollama, user_key):
+    _, key = await user_key("chatonly", scopes="chat")
+    ws = ws_with_key(key)
+    await ws.connect()
+    await ws.send_json_to({"type": "message", "content": "speak", "voice": True})
+    frame = await ws.receive_json_from()
+    assert frame["type"] == "error" and frame["code"] == "missing_scope"
+    await ws.send_json_to({"type": "message", "content": "just text"})
+    assert (await receive_until(ws, "end"))[-1]["type"] == "end"
+    await ws.disconnect()
