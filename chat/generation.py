@@ -89,7 +89,6 @@ class ChatGeneration:
         self.token_count = 0
         self.done: Done | None = None
         self.fell_back = False
-        self.session_pk: int | None = None
         self.finished = False
 
     @property
@@ -200,9 +199,8 @@ class ChatGeneration:
 
     async def _store_reply(self, *, status: str) -> None:
         assert self._user_stored is not None
-        self.session_pk = await self._user_stored
         await _db(chat_turn_finish)(
-            session_pk=self.session_pk,
+            session_pk=await self._user_stored,
             content=self.text,
             status=status,
             backend=self.backend,

@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from chat.llm.base import BackendUnavailable, ChatMessages, Chunk, Done, LLMBackend, NoBackendAvailable
+from chat.llm.base import (
+    BackendUnavailable,
+    ChatMessages,
+    Chunk,
+    Done,
+    LLMBackend,
+    NoBackendAvailable,
+)
 from chat.llm.breaker import CircuitBreaker
 
 logger = logging.getLogger("chat.llm.fallback")
@@ -44,15 +51,14 @@ class StreamStart:
 
 
 class FallbackProvider:
-    def __init__(self, backends: list[LLMBackend], *, first_token_deadline_s: float | None = None) -> None:
+    def __init__(self, backends: list[LLMBackend]) -> None:
         self.backends = backends
-        self.first_token_deadline_s = first_token_deadline_s
         self.breakers = {
             b.name: CircuitBreaker(settings.BREAKER_FAILURE_THRESHOLD, settings.BREAKER_COOLDOWN_S) for b in backends
         }
 
     def _deadline(self) -> float:
-        return self.first_token_deadline_s or settings.LLM_FIRST_TOKEN_DEADLINE_S
+        return float(settings.LLM_FIRST_TOKEN_DEADLINE_S)
 
     async def stream(self, messages: ChatMessages) -> AsyncIterator[StreamStart | Chunk]:
         """Yield a StreamStart, then the chosen backend's Tokens and its Done."""

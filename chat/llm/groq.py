@@ -15,7 +15,14 @@ from typing import Any
 import groq
 from django.conf import settings
 
-from chat.llm.base import BackendUnavailable, ChatMessages, Chunk, Done, StreamFailed, Token
+from chat.llm.base import (
+    BackendUnavailable,
+    ChatMessages,
+    Chunk,
+    Done,
+    StreamFailed,
+    Token,
+)
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple[Any, ...], groq.AsyncGroq]] = (
     weakref.WeakKeyDictionary()

@@ -20,7 +20,14 @@ from typing import Any
 import httpx
 from django.conf import settings
 
-from chat.llm.base import BackendUnavailable, ChatMessages, Chunk, Done, StreamFailed, Token
+from chat.llm.base import (
+    BackendUnavailable,
+    ChatMessages,
+    Chunk,
+    Done,
+    StreamFailed,
+    Token,
+)
 
 logger = logging.getLogger("chat.llm.ollama")
 
@@ -132,6 +139,22 @@ def _keep_alive() -> int | str:
         return int(value)
     except ValueError:
         return value  # durations such as "10m" are passed through
+
+
+async def ollama_readiness() -> dict[str, Any]:
+    """Whether Ollama answers and has the configured model pulled (GET /api/tags)."""
+    wanted = settings.OLLAMA_MODEL
+    report: dict[str, Any] = {"url": settings.OLLAMA_URL, "model": wanted}
+    try:
+        response = await shared_client().get(f"{settings.OLLAMA_URL}/api/tags", timeout=2.0)
+        response.raise_for_status()
+        models = response.json().get("models", [])
+    except (httpx.HTTPError, ValueError) as exc:
+        return {**report, "ok": False, "error": f"Ollama unreachable at {settings.OLLAMA_URL}: {type(exc).__name__}"}
+    names = {m.get("name") for m in models} | {m.get("model") for m in models}
+    if wanted in names or f"{wanted}:latest" in names:
+        return {**report, "ok": True}
+    return {**report, "ok": False, "error": f"model {wanted} is not pulled: run `ollama pull {wanted}`"}
 
 
 async def ollama_warmup() -> bool:

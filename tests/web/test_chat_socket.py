@@ -8,17 +8,16 @@ play frames the stand-in Ollama cannot produce here (sentence audio, rate limiti
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import math
 import re
 import struct
-import wave
 
 import pytest
 from playwright.async_api import expect
 
 from tests.web.chatpage import last_reply, open_chat, send
+from voice.wav import pcm16_wav
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
 
@@ -30,13 +29,7 @@ def sentence_wav(seconds: float = 0.2, hz: float = 440.0, rate: int = 16000) -> 
     frames = b"".join(
         struct.pack("<h", int(8000 * math.sin(2 * math.pi * hz * n / rate))) for n in range(int(seconds * rate))
     )
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(frames)
-    return out.getvalue()
+    return pcm16_wav(frames, sample_rate=rate)
 
 
 class PlayedServer:
