@@ -19,16 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, PYTHON, ROOT, eva_env, free_port, measure, prepare_database, start_server, wait_http,
+    DB_NAME, PG_ADMIN, PYTHON, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, wait_http,
 )
 
 STREAMS = 10
 REQUESTS = 20
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one(tokens: int) -> tuple[float, int, int]:

@@ -229,6 +229,28 @@ async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str
     return run
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds per wall second of each process (and of this client) over a measurement."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.wall = time.perf_counter()
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.client = sum(os.times()[:2])
+
+    def report(self) -> str:
+        wall = time.perf_counter() - self.wall
+        parts = [f"{name} {(cpu_seconds(pid) - self.start[name]) / wall:.2f}" for name, pid in self.pids.items()]
+        parts.append(f"client {(sum(os.times()[:2]) - self.client) / wall:.2f}")
+        return ", ".join(parts)
+
+
 def start_server(kind: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     if kind == "daphne":
         cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"]
@@ -264,9 +286,10 @@ async def main_async(args: argparse.Namespace) -> None:
     db_url = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
     env = eva_env(db_url, ollama_url)
     key = prepare_database(env)
-    levels = [1, 10, 50] if args.quick else [1, 10, 50, 200]
+    levels = args.levels or ([1, 10, 50] if args.quick else [1, 10, 50, 200])
     requests = {1: 10, 10: 4, 50: 3, 200: 2}
     servers = ["daphne"] if args.quick or args.daphne_only else ["daphne", "uvicorn"]
+    with_sse = not args.ws_only
     lines = []
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -284,19 +307,21 @@ async def main_async(args: argparse.Namespace) -> None:
                     # (it is shared) fall on both sides alike.
                     base, ws_run = Run("direct", level), Run(f"ws ({server})", level)
                     base_sse, sse_run = Run("direct", level), Run(f"sse ({server})", level)
-                    for _ in range(ROUNDS):
+                    for _ in range(args.rounds):
                         for target, kind in ((base, "direct"), (ws_run, "ws")):
-                            part = await measure(kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                            cpu = CpuMeter({"eva": process.pid, "stand-in": ollama.pid})
+                            part = await measure(kind, level, requests.get(level, 3), ollama_url=ollama_url, eva_url=eva_url, key=key)
+                            print(f"  {kind} x{level}: CPU s/s {cpu.report()}", flush=True)
                             target.samples += part.samples
                             target.errors += part.errors
-                        if level <= 50:
+                        if level <= 50 and with_sse:
                             for target, kind in ((base_sse, "direct"), (sse_run, "sse")):
                                 part = await measure(kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
                                 target.samples += part.samples
                                 target.errors += part.errors
                     lines.append(row(ws_run, base))
                     print(lines[-1], flush=True)
-                    if level <= 50:
+                    if level <= 50 and with_sse:
                         lines.append(row(sse_run, base_sse))
                         print(lines[-1], flush=True)
             finally:
@@ -317,6 +342,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="EVA chat latency over a direct Ollama-protocol stream")
     parser.add_argument("--quick", action="store_true", help="daphne only, up to 50 streams")
     parser.add_argument("--daphne-only", action="store_true")
+    parser.add_argument("--ws-only", action="store_true", help="skip the SSE path")
+    parser.add_argument("--levels", type=int, nargs="+", help="concurrency levels (default 1 10 50 200)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args()
     try:
         import uvloop  # the client must not be the bottleneck at 200 streams

@@ -66,14 +66,13 @@ def ollama_behaviour(web_ollama):
     return web_ollama.behaviour
 
 
-@pytest.fixture(scope="session")
-def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
+def start_daphne(env_overrides: dict[str, str], log: Path) -> LiveServer:
     """daphne serving evaproject.asgi on a free loopback port, on the test database."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if "postgresql" not in db["ENGINE"]:
-        pytest.fail("browser tests need the Postgres test database (DATABASE_URL)")
+        pytest.fail("live-server tests need the Postgres test database (DATABASE_URL)")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -87,7 +86,6 @@ def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) 
         "CSRF_TRUSTED_ORIGINS": url,
         "REDIS_URL": settings.REDIS_URL,
         "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYER_PREFIX,
-        "OLLAMA_URL": web_ollama.url,
         "OLLAMA_MODEL": "phi3:mini",
         "OLLAMA_WARMUP": "false",
         "LLM_BACKENDS": "ollama",
@@ -98,8 +96,8 @@ def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) 
         "RATE_LIMIT_PER_KEY": "1000/minute",
         "LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",
+        **env_overrides,
     }
-    log = tmp_path_factory.mktemp("live-asgi") / "daphne.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"],
@@ -116,17 +114,27 @@ def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) 
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
-                    break
+                    return server
         except OSError:
             pass
         if time.monotonic() > deadline:
-            process.kill()
+            stop_process(process)
             pytest.fail(f"daphne did not answer /health within 60 s:\n{server.log_tail()}")
         time.sleep(0.2)
-    yield server
+
+
+def stop_process(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
+
+
+@pytest.fixture(scope="session")
+def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
+    """daphne on the test database, with the session's in-process Ollama stand-in."""
+    server = start_daphne({"OLLAMA_URL": web_ollama.url}, tmp_path_factory.mktemp("live-asgi") / "daphne.log")
+    yield server
+    stop_process(server.process)
