@@ -74,10 +74,12 @@ async def _close_db_connections_opened_by_async_code():
     from django.db import connections
 
     from chat.generation import drain_background_writes
+    from chat.llm.ollama import close_shared_client
     from metrics.recorder import stop_metric_writer
 
     await drain_background_writes()
     await stop_metric_writer()
+    await close_shared_client()
     await sync_to_async(connections.close_all)()
 
 

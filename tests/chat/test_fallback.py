@@ -119,6 +119,17 @@ async def test_a_stall_after_tokens_ends_the_reply_as_partial(ollama, groq_cloud
     assert (reply.content, reply.status) == ("only", "partial")
 
 
+async def test_a_connection_dropped_after_tokens_ends_the_reply_as_partial(ollama, groq_cloud, user_key):
+    ollama.behaviour.mode = "drop_after_first"
+    ollama.behaviour.reply_tokens = ["kept", " lost"]
+    frames = await ask_until_error_or_end(user_key)
+    assert tokens(frames) == "kept" and frames[-1]["code"] == "upstream_error"
+    assert "broke off" in frames[-1]["message"]
+    assert groq_cloud.requests == []
+    reply = await ChatMessage.objects.filter(role="assistant").alast()
+    assert (reply.content, reply.status) == ("kept", "partial")
+
+
 async def test_a_groq_error_in_the_middle_of_its_stream_keeps_the_partial(ollama, groq_cloud, user_key):
     ollama.behaviour.mode = "busy"
     groq_cloud.behaviour.mode = "error_mid_stream"

@@ -29,7 +29,7 @@ class OllamaBehaviour:
     """How the stand-in answers. Mutate between requests to change modes."""
 
     models: list[str] = field(default_factory=lambda: ["phi3:mini"])
-    mode: str = "ok"  # ok | busy | error_mid_stream | stall | stall_after_first | http_500
+    mode: str = "ok"  # ok | busy | error_mid_stream | stall | stall_after_first | drop_after_first | http_500
     first_token_delay_s: float = 0.0
     token_interval_s: float = 0.0
     reply_tokens: list[str] | None = None  # None: echo the last user message
@@ -183,6 +183,9 @@ class OllamaStandIn(LoopbackHTTPServer):
             if b.mode == "stall_after_first" and index == 1:
                 await self._hangup_aware_wait(reader, 3600, record)
                 return
+            if b.mode == "drop_after_first" and index == 1:
+                writer.transport.abort()  # the process died: no terminating chunk, connection reset
+                raise ConnectionResetError("stand-in dropped the connection")
             await self._chunk(
                 writer,
                 {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": token}, "done": False},
