@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -26,7 +25,8 @@ from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
 from chat.ratelimit import rate_limit_check
-from chat.services import chat_turn_begin, chat_turn_finish, llm_messages_for, session_id_validate
+from chat.services import llm_messages, session_id_validate
+from chat.store import chat_store
 from metrics.models import Status
 from metrics.recorder import record_metric
 
@@ -118,12 +118,13 @@ class ChatGeneration:
         session_id_validate(request.session_id)
         # The rate limit and the history read go together; the user's message is stored while
         # the model starts (the reply's write waits for it, so the order in the database holds).
-        _, llm_messages = await asyncio.gather(
+        store = chat_store()
+        _, history = await asyncio.gather(
             rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id),
-            _db(llm_messages_for)(owner_id=request.user_id, session_id=request.session_id, content=request.content),
+            store.history(owner_id=request.user_id, session_id=request.session_id, turns=settings.LLM_HISTORY_TURNS),
         )
         self._user_stored = asyncio.ensure_future(
-            _db(chat_turn_begin)(
+            store.turn_begin(
                 owner_id=request.user_id,
                 session_id=request.session_id,
                 content=request.content,
@@ -131,7 +132,7 @@ class ChatGeneration:
                 at=self.received_at_wall,
             )
         )
-        stream = self.provider.stream(llm_messages)
+        stream = self.provider.stream(llm_messages(history=history, content=request.content))
         try:
             try:
                 start = await anext(stream)
@@ -199,7 +200,7 @@ class ChatGeneration:
 
     async def _store_reply(self, *, status: str) -> None:
         assert self._user_stored is not None
-        await _db(chat_turn_finish)(
+        await chat_store().turn_finish(
             session_pk=await self._user_stored,
             content=self.text,
             status=status,
@@ -232,12 +233,6 @@ class ChatGeneration:
             upstream_generation_ms=done.upstream_generation_ms,
             upstream_queue_ms=done.upstream_queue_ms,
         )
-
-
-def _db(function: Any) -> Any:
-    """Run a sync ORM function in the executor's threads (not the one thread-sensitive thread):
-    chat requests do not queue behind each other's queries."""
-    return database_sync_to_async(function, thread_sensitive=False)
 
 
 async def _await(future: asyncio.Future[Any]) -> None:

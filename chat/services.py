@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from chat.errors import InvalidInput
 from chat.models import ChatMessage, ChatSession
-from chat.selectors import session_history, session_of
+from chat.selectors import session_of
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 TITLE_MAX = 200
@@ -27,29 +27,27 @@ def session_id_validate(session_id: object) -> str:
     return session_id
 
 
-def _title_from(content: str) -> str:
+def title_from(content: str) -> str:
+    """A new conversation's title: its first message on one line, at most 60 characters."""
     line = " ".join(content.split())
     return line if len(line) <= 60 else line[:59] + "…"
 
 
-def _session_get_or_create(*, owner_id: int, session_id: str, title: str = "") -> ChatSession:
+def _session_get_or_create(*, owner_id: int, session_id: str, title: str, at: datetime) -> ChatSession:
     session = ChatSession.objects.filter(owner_id=owner_id, session_id=session_id).only("pk").first()
     if session is not None:
         return session
     try:
         with transaction.atomic():
-            return ChatSession.objects.create(owner_id=owner_id, session_id=session_id, title=title)
+            return ChatSession.objects.create(
+                owner_id=owner_id, session_id=session_id, title=title, created_at=at, updated_at=at
+            )
     except IntegrityError:  # two first messages raced; the other one created it
         return ChatSession.objects.get(owner_id=owner_id, session_id=session_id)
 
 
-def llm_messages_for(*, owner_id: int, session_id: str, content: str) -> list[dict[str, str]]:
-    """What goes to the model: the system prompt, the last LLM_HISTORY_TURNS turns, the message.
-
-    One query, and no write: it runs while the user's message is being stored, so that the
-    first token is not held up by the database.
-    """
-    history = session_history(owner_id=owner_id, session_id=session_id, turns=settings.LLM_HISTORY_TURNS)
+def llm_messages(*, history: list[dict[str, str]], content: str) -> list[dict[str, str]]:
+    """What goes to the model: the system prompt, the history (the last LLM_HISTORY_TURNS turns), the message."""
     system = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}] if settings.LLM_SYSTEM_PROMPT else []
     return [*system, *history, {"role": "user", "content": content}]
 
@@ -60,13 +58,10 @@ def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id:
     Two statements in the common case (find the session, insert the message): the session's
     `updated_at` is moved when the reply is stored.
     """
-    session = _session_get_or_create(owner_id=owner_id, session_id=session_id, title=_title_from(content))
+    at = at or timezone.now()
+    session = _session_get_or_create(owner_id=owner_id, session_id=session_id, title=title_from(content), at=at)
     ChatMessage.objects.create(
-        session_id=session.pk,
-        role=ChatMessage.Role.USER,
-        content=content,
-        request_id=request_id,
-        created_at=at or timezone.now(),
+        session_id=session.pk, role=ChatMessage.Role.USER, content=content, request_id=request_id, created_at=at
     )
     return int(session.pk)
 
