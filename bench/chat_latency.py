@@ -4,9 +4,11 @@ Set-up, all on this machine: the Ollama-protocol stand-in in its own process (fi
 after 50 ms, then one every 10 ms, 20 tokens); EVA served by daphne (and, side by side, by
 uvicorn) on Postgres and the Redis channel layer. For each concurrency level, N clients each
 send R requests one after another:
-- direct: POST /api/chat to the stand-in with httpx, reading NDJSON lines;
+- direct: POST /api/chat to the stand-in with aiohttp, reading NDJSON lines;
 - ws: a /ws/chat socket per client (X-API-Key), `message` in, `start`/`token`.../`end` out;
-- sse: POST /api/v1/chat with stream=true, reading SSE events.
+- sse: POST /api/v1/chat with stream=true, reading SSE events (aiohttp).
+The clients are aiohttp and websockets on uvloop: the load generator shares the machine, so it
+must cost little CPU.
 TTFT is measured by the client from sending the request to receiving the first token; the
 per-token cost is (last token - first token) / (tokens - 1). "Added" is EVA's percentile
 minus the direct stream's percentile at the same concurrency, measured in the same run.
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 import websockets
@@ -125,14 +128,14 @@ def prepare_database(env: dict[str, str]) -> str:
 
 
 # --- clients ----------------------------------------------------------------------------
-async def direct_once(client: httpx.AsyncClient, url: str, text: str) -> Sample:
+async def direct_once(client: aiohttp.ClientSession, url: str, text: str) -> Sample:
     body = {"model": "phi3:mini", "messages": [{"role": "user", "content": text}], "stream": True}
     start = time.perf_counter()
     first = last = None
     count = 0
-    async with client.stream("POST", f"{url}/api/chat", json=body) as response:
-        async for line in response.aiter_lines():
-            if not line:
+    async with client.post(f"{url}/api/chat", json=body) as response:
+        async for line in response.content:
+            if not line.strip():
                 continue
             data = json.loads(line)
             if data.get("message", {}).get("content"):
@@ -172,19 +175,20 @@ async def ws_conversation(ws: Any, index: int, requests: int, run: Run) -> None:
             run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
 
 
-async def sse_conversation(client: httpx.AsyncClient, url: str, key: str, index: int, requests: int, run: Run) -> None:
+async def sse_conversation(client: aiohttp.ClientSession, url: str, key: str, index: int, requests: int, run: Run) -> None:
     await staggered()
     for turn in range(requests):
         start = time.perf_counter()
         first = last = None
         count = 0
         body = {"message": f"c{index} r{turn}", "session_id": f"s{index}", "stream": True}
-        async with client.stream("POST", f"{url}/api/v1/chat", json=body, headers={"X-API-Key": key}) as response:
-            if response.status_code != 200:
+        async with client.post(f"{url}/api/v1/chat", json=body, headers={"X-API-Key": key}) as response:
+            if response.status != 200:
                 run.errors += 1
-                await response.aread()
+                await response.read()
                 continue
-            async for line in response.aiter_lines():
+            async for raw in response.content:
+                line = raw.decode()
                 if line.startswith("event: token"):
                     now = time.perf_counter()
                     first = first or now
@@ -198,8 +202,8 @@ async def sse_conversation(client: httpx.AsyncClient, url: str, key: str, index:
 
 async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str, eva_url: str, key: str) -> Run:
     run = Run(kind, concurrency)
-    limits = httpx.Limits(max_connections=concurrency + 10, max_keepalive_connections=concurrency + 10)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency + 10)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
         if kind == "direct":
             async def loop(i: int) -> None:
                 await staggered()

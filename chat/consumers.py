@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -52,6 +53,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user_id = int(self.scope["user"].pk)
         api_key = self.scope.get("api_key")
         self.api_key_id = int(api_key.pk) if api_key is not None else None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' own dispatch first closes stale database connections, in its one
+        # thread-sensitive thread: a thread hop before every frame, with every socket's frames
+        # queued through that one thread, on the path to the first token. This consumer reaches
+        # the ORM only through database_sync_to_async, which does that cleanup in its own thread.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if self.task is not None and not self.task.done():

@@ -3,8 +3,8 @@
 A turn reads the conversation's history before the model is asked, stores the user's message
 while the model starts, and stores the reply (moving the conversation's `updated_at`) at the end.
 
-- On Postgres these are three single statements run on the event loop through an async
-  psycopg pool (one per event loop): no hop to an executor thread and back, no ORM query
+- On Postgres these are three single statements run on the event loop through the async
+  psycopg pool of evaproject.asyncdb: no hop to an executor thread and back, no ORM query
   building. On this 2-vCPU machine that is ~4 ms less CPU per request (bench/RESULTS.md).
 - On any other database (the embedded SQLite default) the same three operations run through
   the ORM functions of chat.services / chat.selectors in executor threads.
@@ -14,22 +14,17 @@ while the model starts, and stores the reply (moving the conversation's `updated
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import weakref
 from datetime import datetime
 from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
-from django.conf import settings
-from django.db import IntegrityError, connections
+from django.db import IntegrityError
 from django.utils import timezone
 
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_history
 from chat.services import chat_turn_begin, chat_turn_finish, title_from
-
-logger = logging.getLogger("chat.store")
+from evaproject import asyncdb
 
 
 class ChatStore(Protocol):
@@ -108,45 +103,12 @@ UPDATE {_SESSION} SET updated_at = %(at)s WHERE id = %(session_pk)s
 
 
 class PostgresChatStore:
-    """Postgres only: the three statements on the event loop, through an async psycopg pool."""
-
-    def __init__(self) -> None:
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-
-    async def _pool(self) -> Any:
-        from psycopg_pool import AsyncConnectionPool
-
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            params = connections["default"].get_connection_params()
-            kwargs = {
-                key: value
-                for key, value in params.items()
-                if key not in ("cursor_factory", "context", "client_encoding")
-            }
-            pool = AsyncConnectionPool(
-                kwargs={**kwargs, "autocommit": True},
-                min_size=1,
-                max_size=settings.CHAT_DB_ASYNC_POOL_MAX,
-                timeout=settings.CHAT_DB_ASYNC_POOL_TIMEOUT_S,
-                name="chat-hot-path",
-                open=False,
-            )
-            self._pools[loop] = pool
-            await pool.open()
-        return pool
-
-    async def _execute(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        pool = await self._pool()
-        async with pool.connection() as conn:
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchall() if cursor.description else []
+    """Postgres only: the three statements on the event loop (evaproject.asyncdb)."""
 
     async def history(self, *, owner_id: int, session_id: str, turns: int) -> list[dict[str, str]]:
         if turns <= 0:
             return []
-        rows = await self._execute(_HISTORY_SQL, {"owner": owner_id, "session": session_id, "limit": turns * 2})
+        rows = await asyncdb.execute(_HISTORY_SQL, {"owner": owner_id, "session": session_id, "limit": turns * 2})
         return [{"role": role, "content": content} for role, content in reversed(rows)]
 
     async def turn_begin(self, *, owner_id: int, session_id: str, content: str, request_id: str, at: datetime) -> int:
@@ -155,7 +117,7 @@ class PostgresChatStore:
             "request_id": request_id, "at": at,
         }
         for _ in range(3):
-            rows = await self._execute(_TURN_BEGIN_SQL, params)
+            rows = await asyncdb.execute(_TURN_BEGIN_SQL, params)
             if rows:
                 return int(rows[0][0])
         raise IntegrityError(f"could not find or create conversation {session_id!r}")
@@ -164,7 +126,7 @@ class PostgresChatStore:
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
         ttft_ms: float | None, total_ms: float | None,
     ) -> None:
-        await self._execute(
+        await asyncdb.execute(
             _TURN_FINISH_SQL,
             {
                 "session_pk": session_pk, "content": content, "status": status, "backend": backend, "model": model,
@@ -172,27 +134,11 @@ class PostgresChatStore:
             },
         )
 
-    async def close(self) -> None:
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
-
 
 _orm_store = OrmChatStore()
-_postgres_store: PostgresChatStore | None = None
+_postgres_store = PostgresChatStore()
 
 
 def chat_store() -> ChatStore:
-    """The Postgres store when the database is Postgres (and CHAT_DB_ASYNC is on), else the ORM one."""
-    global _postgres_store
-    if settings.CHAT_DB_ASYNC and connections["default"].vendor == "postgresql":
-        if _postgres_store is None:
-            _postgres_store = PostgresChatStore()
-        return _postgres_store
-    return _orm_store
-
-
-async def close_chat_store() -> None:
-    """Close this loop's async pool (tests, shutdown)."""
-    if _postgres_store is not None:
-        await _postgres_store.close()
+    """The Postgres store when the database is Postgres (and DATABASE_ASYNC is on), else the ORM one."""
+    return _postgres_store if asyncdb.async_db_enabled() else _orm_store

@@ -171,11 +171,11 @@ if DATABASE_URL:
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3"), "OPTIONS": {"timeout": 20}}
 DATABASES = {"default": _db}
-# The chat hot path (history, user message, reply) on Postgres: statements run on the event
-# loop through their own async pool instead of the ORM in executor threads (chat/store.py).
-CHAT_DB_ASYNC = envbool("CHAT_DB_ASYNC", True)
-CHAT_DB_ASYNC_POOL_MAX = envint("CHAT_DB_ASYNC_POOL_MAX", 10, minimum=1)
-CHAT_DB_ASYNC_POOL_TIMEOUT_S = envfloat("CHAT_DB_ASYNC_POOL_TIMEOUT_S", 10.0, minimum=0.1)
+# The hot statements (a chat turn's history, messages and metrics) on Postgres run on the event
+# loop through an async pool of their own instead of the ORM in executor threads (evaproject/asyncdb.py).
+DATABASE_ASYNC = envbool("DATABASE_ASYNC", True)
+DATABASE_ASYNC_POOL_MAX = envint("DATABASE_ASYNC_POOL_MAX", 10, minimum=1)
+DATABASE_ASYNC_POOL_TIMEOUT_S = envfloat("DATABASE_ASYNC_POOL_TIMEOUT_S", 10.0, minimum=0.1)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- redis: channel layer and cache -----------------------------------------------------

@@ -2,7 +2,9 @@
 
 `record_metric` only puts the row on an in-process queue and returns; one background task per
 event loop drains the queue and bulk-inserts. A token stream therefore never waits on the
-database. `flush_metrics` waits for everything queued so far (tests, shutdown).
+database. `flush_metrics` waits for everything queued so far (tests, shutdown). On Postgres the
+batch goes through the event loop's async pool (evaproject.asyncdb), elsewhere through the ORM
+in an executor thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
+from evaproject import asyncdb
 from metrics.models import RequestMetric
 
 logger = logging.getLogger("metrics.recorder")
@@ -47,6 +50,17 @@ def _insert(rows: list[RequestMetric]) -> None:
         close_old_connections()
 
 
+_FIELDS = [f for f in RequestMetric._meta.concrete_fields if not f.primary_key]
+_INSERT_SQL = (
+    f"INSERT INTO {RequestMetric._meta.db_table} ({', '.join(f.column for f in _FIELDS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_FIELDS))})"
+)
+
+
+async def _insert_async(rows: list[RequestMetric]) -> None:
+    await asyncdb.executemany(_INSERT_SQL, [[getattr(row, f.attname) for f in _FIELDS] for row in rows])
+
+
 async def _writer(queue: asyncio.Queue[RequestMetric]) -> None:
     # Runs while there is something to write, then ends: no task is left pending on a loop
     # that closes (asgiref's short-lived loops), and the next record_metric starts a new one.
@@ -55,7 +69,10 @@ async def _writer(queue: asyncio.Queue[RequestMetric]) -> None:
         while not queue.empty() and len(batch) < BATCH_SIZE:
             batch.append(queue.get_nowait())
         try:
-            await sync_to_async(_insert, thread_sensitive=False)(batch)
+            if asyncdb.async_db_enabled():
+                await _insert_async(batch)
+            else:
+                await sync_to_async(_insert, thread_sensitive=False)(batch)
         except Exception:  # a lost metric must never take the web process down
             logger.exception("could not write %d request metric(s)", len(batch))
         finally:

@@ -75,13 +75,13 @@ async def _close_db_connections_opened_by_async_code():
 
     from chat.generation import drain_background_writes
     from chat.llm.ollama import close_shared_client
-    from chat.store import close_chat_store
+    from evaproject.asyncdb import close_async_pool
     from metrics.recorder import stop_metric_writer
 
     await drain_background_writes()
     await stop_metric_writer()
     await close_shared_client()
-    await close_chat_store()
+    await close_async_pool()
     await sync_to_async(connections.close_all)()
 
 

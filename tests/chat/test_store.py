@@ -17,11 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(params=["postgres", "orm"])
-async def store(request):
-    instance = PostgresChatStore() if request.param == "postgres" else OrmChatStore()
-    yield instance
-    if isinstance(instance, PostgresChatStore):
-        await instance.close()
+def store(request):
+    return PostgresChatStore() if request.param == "postgres" else OrmChatStore()
 
 
 @sync_to_async
@@ -40,7 +37,7 @@ def rows(session_pk: int) -> list[tuple]:
 
 async def test_the_hot_path_uses_the_postgres_store_unless_turned_off(settings):
     assert isinstance(chat_store(), PostgresChatStore)
-    settings.CHAT_DB_ASYNC = False
+    settings.DATABASE_ASYNC = False
     assert isinstance(chat_store(), OrmChatStore)
 
 
@@ -105,18 +102,14 @@ async def test_history_is_the_last_turns_oldest_first_without_empty_or_failed_re
 
 async def test_both_stores_write_the_same_rows():
     owner = await make_owner()
-    postgres, orm = PostgresChatStore(), OrmChatStore()
-    try:
-        written = {}
-        for name, each in (("postgres", postgres), ("orm", orm)):
-            at = timezone.now()
-            pk = await each.turn_begin(owner_id=owner, session_id=name, content="Salut  à tous", request_id="r", at=at)
-            await each.turn_finish(
-                session_pk=pk, content="partial text", status="partial", backend="groq", model="llama",
-                request_id="r", ttft_ms=1.5, total_ms=None,
-            )
-            session = await ChatSession.objects.aget(pk=pk)
-            written[name] = (session.title, await rows(pk), await each.history(owner_id=owner, session_id=name, turns=5))
-        assert written["postgres"] == written["orm"]
-    finally:
-        await postgres.close()
+    written = {}
+    for name, each in (("postgres", PostgresChatStore()), ("orm", OrmChatStore())):
+        at = timezone.now()
+        pk = await each.turn_begin(owner_id=owner, session_id=name, content="Salut  à tous", request_id="r", at=at)
+        await each.turn_finish(
+            session_pk=pk, content="partial text", status="partial", backend="groq", model="llama",
+            request_id="r", ttft_ms=1.5, total_ms=None,
+        )
+        session = await ChatSession.objects.aget(pk=pk)
+        written[name] = (session.title, await rows(pk), await each.history(owner_id=owner, session_id=name, turns=5))
+    assert written["postgres"] == written["orm"]
