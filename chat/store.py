@@ -5,7 +5,7 @@ while the model starts, and stores the reply (moving the conversation's `updated
 
 - On Postgres these are three single statements run on the event loop through the async
   psycopg pool of evaproject.asyncdb: no hop to an executor thread and back, no ORM query
-  building. On this 2-vCPU machine that is ~4 ms less CPU per request (bench/RESULTS.md).
+  building. On this 2-vCPU machine a request's CPU went from 18.4 to 9.6 ms (bench/RESULTS.md).
 - On any other database (the embedded SQLite default) the same three operations run through
   the ORM functions of chat.services / chat.selectors in executor threads.
 
