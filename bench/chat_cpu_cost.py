@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/chat_cpu_cost.py
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
