@@ -115,6 +115,7 @@ def _sse_response(first: dict[str, Any], frames: AsyncIterator[dict[str, Any]]) 
     "/chat",
     response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut},
     summary="Send a message; JSON reply, or SSE with stream=true / Accept: text/event-stream",
+    auth=auth_for(Scope.CHAT, for_async_view=True),
 )
 async def chat(request: HttpRequest, payload: ChatIn) -> Any:
     return await chat_reply(request, payload)
@@ -215,7 +216,7 @@ def clear_session(request: HttpRequest, session_id: str) -> Status[None]:
 
 
 # --- EVA's earlier FastAPI clients: POST /chat with the same body, API key only ------------
-legacy_router = Router(auth=auth_for(Scope.CHAT)[:2])
+legacy_router = Router(auth=auth_for(Scope.CHAT, for_async_view=True)[:2])
 
 
 @legacy_router.post("/chat", response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut})

@@ -12,13 +12,16 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 from django.utils import timezone
 
 from chat.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from chat.models import ApiKey, Scope
+from evaproject import asyncdb
 
 KEY_PREFIX = "eva"
 PREFIX_BYTES = 6  # 12 hex characters: collisions are retried on create
@@ -72,10 +75,55 @@ def api_key_create(
 
 def api_key_authenticate(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
     """Return the active key for `raw_key` or raise AuthenticationFailed / PermissionDenied."""
+    prefix, secret = _split_key(_required(raw_key))
+    key = _verified(ApiKey.objects.select_related("owner").filter(prefix=prefix).first(), secret, scope)
+    _touch_last_used(key, now=timezone.now())
+    return key
+
+
+async def api_key_authenticate_async(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
+    """api_key_authenticate for async views: on Postgres, two plain statements on the event loop
+    (evaproject.asyncdb) instead of the ORM in a thread; the same checks and errors."""
+    if not asyncdb.async_db_enabled():
+        return await database_sync_to_async(api_key_authenticate)(raw_key=raw_key, scope=scope)
+    prefix, secret = _split_key(_required(raw_key))
+    rows = await asyncdb.execute(_KEY_WITH_OWNER_SQL, [prefix])
+    key = _verified(_key_from_row(rows[0]) if rows else None, secret, scope)
+    now = timezone.now()
+    if _needs_touch(key, now):
+        await asyncdb.execute(_TOUCH_SQL, [now, key.pk, now - _resolution()])
+        key.last_used_at = now
+    return key
+
+
+def _required(raw_key: str | None) -> str:
     if not raw_key:
         raise AuthenticationFailed("An API key is required (X-API-Key or Authorization: Bearer).", code="missing_api_key")
-    prefix, secret = _split_key(raw_key)
-    key = ApiKey.objects.select_related("owner").filter(prefix=prefix).first()
+    return raw_key
+
+
+_KEY_FIELDS = list(ApiKey._meta.concrete_fields)
+_USER_FIELDS = list(get_user_model()._meta.concrete_fields)
+_KEY_WITH_OWNER_SQL = (
+    f"SELECT {', '.join('k.' + f.column for f in _KEY_FIELDS)}, {', '.join('u.' + f.column for f in _USER_FIELDS)} "
+    f"FROM {ApiKey._meta.db_table} k JOIN {get_user_model()._meta.db_table} u ON u.{get_user_model()._meta.pk.column} = k.owner_id "
+    "WHERE k.prefix = %s"
+)
+_TOUCH_SQL = (
+    f"UPDATE {ApiKey._meta.db_table} SET last_used_at = %s "
+    "WHERE id = %s AND (last_used_at IS NULL OR last_used_at < %s)"
+)
+
+
+def _key_from_row(row: tuple) -> ApiKey:
+    """The key and its owner, as the ORM would load them (Model.from_db)."""
+    split = len(_KEY_FIELDS)
+    key = ApiKey.from_db("default", [f.attname for f in _KEY_FIELDS], row[:split])
+    key.owner = get_user_model().from_db("default", [f.attname for f in _USER_FIELDS], row[split:])
+    return key
+
+
+def _verified(key: ApiKey | None, secret: str, scope: str | None) -> ApiKey:
     # Hash even when the prefix is unknown so that both paths cost the same.
     candidate = _hash_secret(secret)
     expected = key.hashed_secret if key is not None else "0" * 64
@@ -90,18 +138,23 @@ def api_key_authenticate(*, raw_key: str | None, scope: str | None = None) -> Ap
         raise AuthenticationFailed("The key's owner is inactive.", code="inactive_user")
     if scope is not None and not key.has_scope(scope):
         raise PermissionDenied(f"The API key lacks the '{scope}' scope.", code="missing_scope")
-    _touch_last_used(key, now=now)
     return key
 
 
-def _touch_last_used(key: ApiKey, *, now: datetime) -> None:
+def _resolution() -> timedelta:
+    return timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_S)
+
+
+def _needs_touch(key: ApiKey, now: datetime) -> bool:
     # At most one write per key per resolution window instead of one per request; the
     # conditional UPDATE keeps concurrent requests from all writing.
-    resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_S)
-    if key.last_used_at is not None and now - key.last_used_at < resolution:
+    return key.last_used_at is None or now - key.last_used_at >= _resolution()
+
+
+def _touch_last_used(key: ApiKey, *, now: datetime) -> None:
+    if not _needs_touch(key, now):
         return
-    stale_before = now - resolution
-    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before)).update(
+    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - _resolution())).update(
         last_used_at=now
     )
     key.last_used_at = now

@@ -15,7 +15,7 @@ from django.db import close_old_connections, connection
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
-from chat.api_keys import api_key_authenticate
+from chat.api_keys import api_key_authenticate, api_key_authenticate_async
 from chat.errors import PermissionDenied
 from chat.models import ApiKey, Scope
 
@@ -70,6 +70,24 @@ class ApiKeyBearerAuth(HttpBearer):
         return _authenticate_and_release(token, self.scope)
 
 
+class AsyncApiKeyHeaderAuth(ApiKeyHeaderAuth):
+    """For async endpoints (chat): the key is checked on the event loop, not in a thread."""
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:  # type: ignore[override]
+        if not key:
+            return None
+        api_key = await api_key_authenticate_async(raw_key=key, scope=self.scope)
+        return Principal(user=api_key.owner, api_key=api_key)
+
+
+class AsyncApiKeyBearerAuth(ApiKeyBearerAuth):
+    async def authenticate(self, request: HttpRequest, token: str) -> Principal | None:  # type: ignore[override]
+        if not token:
+            return None
+        api_key = await api_key_authenticate_async(raw_key=token, scope=self.scope)
+        return Principal(user=api_key.owner, api_key=api_key)
+
+
 class BrowserSessionAuth(SessionAuth):
     def __init__(self, scope: str) -> None:
         self.scope = scope
@@ -90,6 +108,12 @@ class BrowserSessionAuth(SessionAuth):
         return Principal(user=user)
 
 
-def auth_for(scope: str) -> list[Any]:
-    """The list of auth methods Ninja tries in order for an endpoint needing `scope`."""
+def auth_for(scope: str, *, for_async_view: bool = False) -> list[Any]:
+    """The list of auth methods Ninja tries in order for an endpoint needing `scope`.
+
+    An async view takes the async API key checks (on Postgres: no thread hop; Ninja would run
+    the sync ones in a thread); a sync view keeps the sync ones (Ninja would run async ones
+    through async_to_sync)."""
+    if for_async_view:
+        return [AsyncApiKeyHeaderAuth(scope), AsyncApiKeyBearerAuth(scope), BrowserSessionAuth(scope)]
     return [ApiKeyHeaderAuth(scope), ApiKeyBearerAuth(scope), BrowserSessionAuth(scope)]

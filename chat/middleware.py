@@ -13,13 +13,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
-from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from chat.api_keys import api_key_authenticate
+from chat.api_keys import api_key_authenticate_async
 from chat.errors import EvaError
 from chat.models import Scope
 
@@ -61,10 +60,9 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     return OriginValidator(None, patterns).valid_origin(parsed)
 
 
-@database_sync_to_async
-def _authenticate_key(raw_key: str) -> tuple[Any, Any, str | None]:
+async def _authenticate_key(raw_key: str) -> tuple[Any, Any, str | None]:
     try:
-        key = api_key_authenticate(raw_key=raw_key, scope=Scope.CHAT)
+        key = await api_key_authenticate_async(raw_key=raw_key, scope=Scope.CHAT)
     except EvaError as exc:
         return AnonymousUser(), None, exc.code
     return key.owner, key, None
