@@ -42,6 +42,7 @@ class ErrorOut(Schema):
         "503 `tts_unavailable` (no TTS worker answered in time)."
     ),
     openapi_extra={"responses": {"200": {"description": "The speech", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}},
+    auth=auth_for(Scope.TTS, for_async_view=True),
 )
 async def speak(request: HttpRequest, payload: SpeechIn) -> HttpResponse:
     principal: Principal = request.auth  # type: ignore[attr-defined]
