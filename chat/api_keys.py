@@ -76,8 +76,9 @@ def api_key_create(
 def api_key_authenticate(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
     """Return the active key for `raw_key` or raise AuthenticationFailed / PermissionDenied."""
     prefix, secret = _split_key(_required(raw_key))
-    key = _verified(ApiKey.objects.select_related("owner").filter(prefix=prefix).first(), secret, scope)
-    _touch_last_used(key, now=timezone.now())
+    now = timezone.now()
+    key = _verified(ApiKey.objects.select_related("owner").filter(prefix=prefix).first(), secret, scope, now)
+    _touch_last_used(key, now=now)
     return key
 
 
@@ -88,8 +89,8 @@ async def api_key_authenticate_async(*, raw_key: str | None, scope: str | None =
         return await database_sync_to_async(api_key_authenticate)(raw_key=raw_key, scope=scope)
     prefix, secret = _split_key(_required(raw_key))
     rows = await asyncdb.execute(_KEY_WITH_OWNER_SQL, [prefix])
-    key = _verified(_key_from_row(rows[0]) if rows else None, secret, scope)
     now = timezone.now()
+    key = _verified(_key_from_row(rows[0]) if rows else None, secret, scope, now)
     if _needs_touch(key, now):
         await asyncdb.execute(_TOUCH_SQL, [now, key.pk, now - _resolution()])
         key.last_used_at = now
@@ -123,13 +124,12 @@ def _key_from_row(row: tuple) -> ApiKey:
     return key
 
 
-def _verified(key: ApiKey | None, secret: str, scope: str | None) -> ApiKey:
+def _verified(key: ApiKey | None, secret: str, scope: str | None, now: datetime) -> ApiKey:
     # Hash even when the prefix is unknown so that both paths cost the same.
     candidate = _hash_secret(secret)
     expected = key.hashed_secret if key is not None else "0" * 64
     if not hmac.compare_digest(candidate, expected) or key is None:
         raise AuthenticationFailed("The API key is not valid.", code="invalid_api_key")
-    now = timezone.now()
     if key.is_revoked:
         raise AuthenticationFailed("The API key has been revoked.", code="revoked_api_key")
     if key.is_expired(now=now):

@@ -70,22 +70,23 @@ class ApiKeyBearerAuth(HttpBearer):
         return _authenticate_and_release(token, self.scope)
 
 
+async def _authenticate_async(raw_key: str | None, scope: str) -> Principal | None:
+    if not raw_key:
+        return None  # let the next method try
+    api_key = await api_key_authenticate_async(raw_key=raw_key, scope=scope)
+    return Principal(user=api_key.owner, api_key=api_key)
+
+
 class AsyncApiKeyHeaderAuth(ApiKeyHeaderAuth):
     """For async endpoints (chat): the key is checked on the event loop, not in a thread."""
 
     async def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:  # type: ignore[override]
-        if not key:
-            return None
-        api_key = await api_key_authenticate_async(raw_key=key, scope=self.scope)
-        return Principal(user=api_key.owner, api_key=api_key)
+        return await _authenticate_async(key, self.scope)
 
 
 class AsyncApiKeyBearerAuth(ApiKeyBearerAuth):
     async def authenticate(self, request: HttpRequest, token: str) -> Principal | None:  # type: ignore[override]
-        if not token:
-            return None
-        api_key = await api_key_authenticate_async(raw_key=token, scope=self.scope)
-        return Principal(user=api_key.owner, api_key=api_key)
+        return await _authenticate_async(token, self.scope)
 
 
 class BrowserSessionAuth(SessionAuth):

@@ -125,6 +125,7 @@ async def test_a_connection_dropped_after_tokens_ends_the_reply_as_partial(ollam
     frames = await ask_until_error_or_end(user_key)
     assert tokens(frames) == "kept" and frames[-1]["code"] == "upstream_error"
     assert "broke off" in frames[-1]["message"]
+    assert not ollama.chat_requests()[-1].client_disconnected  # the server dropped it, not EVA
     assert groq_cloud.requests == []
     reply = await ChatMessage.objects.filter(role="assistant").alast()
     assert (reply.content, reply.status) == ("kept", "partial")

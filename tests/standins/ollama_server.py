@@ -24,6 +24,10 @@ from typing import Any
 from tests.standins.loopback_http import LoopbackHTTPServer
 
 
+class _Dropped(Exception):
+    """The stand-in reset the connection in the middle of a reply (mode drop_after_first)."""
+
+
 @dataclass
 class OllamaBehaviour:
     """How the stand-in answers. Mutate between requests to change modes."""
@@ -154,6 +158,8 @@ class OllamaStandIn(LoopbackHTTPServer):
                 await self._stream_tokens(body, messages, record, reader, writer, started)
             await self.end_chunked(writer)
             record.finished = True
+        except _Dropped:
+            pass  # the stand-in broke the stream itself: neither finished nor hung up on by the client
         except ConnectionError:
             record.client_disconnected = True
 
@@ -185,7 +191,7 @@ class OllamaStandIn(LoopbackHTTPServer):
                 return
             if b.mode == "drop_after_first" and index == 1:
                 writer.transport.abort()  # the process died: no terminating chunk, connection reset
-                raise ConnectionResetError("stand-in dropped the connection")
+                raise _Dropped
             await self._chunk(
                 writer,
                 {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": token}, "done": False},
