@@ -44,6 +44,7 @@ PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKENS = 20
 ROUNDS = 3
+UVICORN_WS = "websockets-sansio"
 STAGGER_S = 0.05 + 0.01 * (TOKENS - 1)  # one reply: first token at 50 ms, then every 10 ms
 
 
@@ -259,8 +260,11 @@ def start_server(kind: str, port: int, env: dict[str, str], log: Path) -> subpro
     if kind == "daphne":
         cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"]
     else:
+        # websockets' sans-I/O implementation, and no per-message deflate: token frames are a few
+        # dozen bytes, and daphne does not compress either (same work on both sides).
         cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-               "--lifespan", "off", "--ws", "websockets", "evaproject.asgi:application"]
+               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools", "--ws", UVICORN_WS,
+               "--ws-per-message-deflate", "false", "evaproject.asgi:application"]
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/health")
     return process

@@ -115,4 +115,4 @@ def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_
 
 
 # The live daphne server and its Ollama stand-in (session-wide), for tests that need real sockets.
-from tests.live_server import LiveServer, live_asgi, ollama_behaviour, web_ollama  # noqa: E402, F401
+from tests.live_server import LiveServer, live_asgi, live_uvicorn, ollama_behaviour, web_ollama  # noqa: E402, F401

@@ -1,8 +1,8 @@
 """A live ASGI server for tests that need real sockets: daphne (HTTP + WebSockets) on the
-test database, with the Ollama stand-in.
+test database, with the Ollama stand-in; uvicorn too, the faster server README offers.
 
-pytest-django's live_server is WSGI and cannot carry /ws/chat, so the server is a daphne
-subprocess pointed at the test database. Tests that use it must be
+pytest-django's live_server is WSGI and cannot carry /ws/chat, so the server is a daphne (or
+uvicorn) subprocess pointed at the test database. Tests that use it must be
 `django_db(transaction=True)`: their rows are committed, so the server sees them.
 """
 
@@ -66,8 +66,21 @@ def ollama_behaviour(web_ollama):
     return web_ollama.behaviour
 
 
+SERVER_COMMANDS = {
+    "daphne": ["-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "evaproject.asgi:application"],
+    # README's uvicorn command.
+    "uvicorn": ["-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--lifespan", "off",
+                "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "evaproject.asgi:application"],
+}
+
+
 def start_daphne(env_overrides: dict[str, str], log: Path) -> LiveServer:
     """daphne serving evaproject.asgi on a free loopback port, on the test database."""
+    return start_server("daphne", env_overrides, log)
+
+
+def start_server(kind: str, env_overrides: dict[str, str], log: Path) -> LiveServer:
+    """`kind` (daphne or uvicorn) serving evaproject.asgi on a free loopback port, on the test database."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
@@ -100,7 +113,7 @@ def start_daphne(env_overrides: dict[str, str], log: Path) -> LiveServer:
     }
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"],
+            [sys.executable, *(part.format(port=port) for part in SERVER_COMMANDS[kind])],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -110,7 +123,7 @@ def start_daphne(env_overrides: dict[str, str], log: Path) -> LiveServer:
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            pytest.fail(f"daphne exited with {process.returncode}:\n{server.log_tail()}")
+            pytest.fail(f"{kind} exited with {process.returncode}:\n{server.log_tail()}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
@@ -119,7 +132,7 @@ def start_daphne(env_overrides: dict[str, str], log: Path) -> LiveServer:
             pass
         if time.monotonic() > deadline:
             stop_process(process)
-            pytest.fail(f"daphne did not answer /health within 60 s:\n{server.log_tail()}")
+            pytest.fail(f"{kind} did not answer /health within 60 s:\n{server.log_tail()}")
         time.sleep(0.2)
 
 
@@ -136,5 +149,13 @@ def stop_process(process: subprocess.Popen) -> None:
 def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
     """daphne on the test database, with the session's in-process Ollama stand-in."""
     server = start_daphne({"OLLAMA_URL": web_ollama.url}, tmp_path_factory.mktemp("live-asgi") / "daphne.log")
+    yield server
+    stop_process(server.process)
+
+
+@pytest.fixture(scope="session")
+def live_uvicorn(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
+    """uvicorn, as README runs it, on the test database, with the session's Ollama stand-in."""
+    server = start_server("uvicorn", {"OLLAMA_URL": web_ollama.url}, tmp_path_factory.mktemp("live-uvicorn") / "uvicorn.log")
     yield server
     stop_process(server.process)
