@@ -256,15 +256,15 @@ class CpuMeter:
         return ", ".join(parts)
 
 
-def start_server(kind: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_server(kind: str, port: int, env: dict[str, str], log: Path, app: str = "evaproject.asgi:application") -> subprocess.Popen:
     if kind == "daphne":
-        cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "evaproject.asgi:application"]
+        cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     else:
         # websockets' sans-I/O implementation, and no per-message deflate: token frames are a few
         # dozen bytes, and daphne does not compress either (same work on both sides).
         cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                "--lifespan", "off", "--loop", "uvloop", "--http", "httptools", "--ws", UVICORN_WS,
-               "--ws-per-message-deflate", "false", "evaproject.asgi:application"]
+               "--ws-per-message-deflate", "false", app]
     process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/health")
     return process

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from django.utils import timezone
 
@@ -28,3 +31,55 @@ async def test_queued_metrics_are_written_with_every_field(settings, async_db):
         assert getattr(row, name) == expected, name
     assert (row.user_id, row.api_key_id, row.time_to_first_audio_ms, row.error_code) == (None, None, None, "")
     assert row.created_at == queued[7].created_at and row.created_at >= before
+
+
+async def test_rows_gather_into_one_insert_until_the_wait_ends_or_a_flush(settings, monkeypatch):
+    import metrics.recorder as recorder
+
+    settings.METRICS_BATCH_WAIT_S = 5.0
+    batches: list[int] = []
+    real_insert = recorder._insert_async
+
+    async def counting_insert(rows):
+        batches.append(len(rows))
+        await real_insert(rows)
+
+    monkeypatch.setattr(recorder, "_insert_async", counting_insert)
+    for i in range(3):
+        record_metric(request_id=f"g{i}", **FIELDS)
+        await asyncio.sleep(0.05)  # requests arriving one after the other
+    assert batches == [] and await RequestMetric.objects.acount() == 0  # still gathering
+    await flush_metrics()  # does not wait the 5 s out
+    assert batches == [3] and await RequestMetric.objects.acount() == 3
+
+
+async def test_a_full_batch_is_written_without_waiting(settings):
+    import metrics.recorder as recorder
+
+    settings.METRICS_BATCH_WAIT_S = 30.0
+    for i in range(recorder.BATCH_SIZE):
+        record_metric(request_id=f"f{i}", **FIELDS)
+    async with asyncio.timeout(10):
+        while await RequestMetric.objects.acount() < recorder.BATCH_SIZE:
+            await asyncio.sleep(0.05)
+
+
+def test_rows_queued_on_a_loop_that_shuts_down_are_still_written(settings):
+    # asgiref runs async views of sync callers on short-lived loops (asyncio.run), which cancel
+    # leftover tasks as they close: the writer, cancelled while rows gather, writes them first.
+    settings.METRICS_BATCH_WAIT_S = 30.0
+
+    async def one_request() -> None:
+        record_metric(request_id="short-lived", **FIELDS)
+
+    async def written() -> int:
+        count = await RequestMetric.objects.filter(request_id="short-lived").acount()
+        await close_async_pool()
+        return count
+
+    from evaproject.asyncdb import close_async_pool
+
+    started = time.monotonic()
+    asyncio.run(one_request())
+    assert time.monotonic() - started < 5  # the 30 s wait did not hold the loop open
+    assert asyncio.run(written()) == 1
