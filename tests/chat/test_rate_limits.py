@@ -73,3 +73,51 @@ async def test_the_socket_gets_a_rate_limited_frame_and_stays_open(ollama, user_
     await ws.send_json_to({"type": "ping"})
     assert await ws.receive_json_from() == {"type": "pong"}
     await ws.disconnect()
+
+
+async def test_a_redis_that_does_not_answer_gives_503_rate_limit_unavailable(ollama, user_key, settings, monkeypatch):
+    from chat import ratelimit
+    from chat.models import ChatMessage
+
+    async def silent(reader, writer):  # accepts the connection, never answers
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setattr(ratelimit, "REDIS_TIMEOUT_S", 0.5)
+    _, key = await user_key()
+    async with server:
+        response = await post(key)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["code"] == "rate_limit_unavailable" and "Redis" in body["message"]
+    assert await ChatMessage.objects.acount() == 0  # a refused request stores nothing
+
+
+async def test_the_socket_says_redis_is_down_and_stays_open(ollama, user_key, settings):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    _, key = await user_key()
+    ws = ws_with_key(key)
+    await ws.connect()
+    await ws.send_json_to({"type": "message", "content": "hi"})
+    frame = await ws.receive_json_from(timeout=10)
+    assert frame["type"] == "error" and frame["code"] == "rate_limit_unavailable"
+    await ws.send_json_to({"type": "ping"})
+    assert await ws.receive_json_from() == {"type": "pong"}
+    await ws.disconnect()
+
+
+async def test_a_refused_request_leaves_no_task_behind(ollama, user_key, settings):
+    settings.RATE_LIMIT_PER_USER = "1/minute"
+    _, key = await user_key()
+    assert (await post(key)).status_code == 200
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    assert (await post(key)).status_code == 429
+    await asyncio.sleep(0.2)  # the key's hit and the history read, sent alongside, have finished
+    assert {t for t in asyncio.all_tasks() if not t.done()} <= before
