@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from evaproject.asgi import application  # noqa: F401  (the served application)
+from evaproject.asgi import application  # the application served
+
+__all__ = ["application"]
 
 import chat.generation as generation  # noqa: E402
 

@@ -13,9 +13,7 @@ Run: .venv/bin/python bench/chat_ablation.py [--streams 50] [--requests 10] [--r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,8 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, PYTHON, ROOT, TOKENS, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server,
-    wait_http,
+    DB_NAME, PG_ADMIN, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, start_standin,
 )
 
 VARIANTS = {
@@ -37,14 +34,7 @@ VARIANTS = {
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    ollama_port = free_port()
-    ollama = subprocess.Popen(
-        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(ollama_port), "--first-token-ms", "50",
-         "--token-interval-ms", "10", "--tokens", str(TOKENS)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    ollama_url = f"http://127.0.0.1:{ollama_port}"
-    wait_http(ollama_url)
+    ollama, ollama_url = start_standin()
     env = eva_env(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", ollama_url)
     key = prepare_database(env)
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in ["direct", *VARIANTS]}

@@ -11,14 +11,13 @@ Run: .venv/bin/python bench/chat_cpu_cost.py
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, PYTHON, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, wait_http,
+    DB_NAME, PG_ADMIN, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, start_standin,
 )
 
 STREAMS = 10
@@ -26,13 +25,7 @@ REQUESTS = 20
 
 
 async def one(tokens: int) -> tuple[float, int, int]:
-    port = free_port()
-    ollama = subprocess.Popen(
-        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(port), "--first-token-ms", "50",
-         "--token-interval-ms", "10", "--tokens", str(tokens)], cwd=ROOT, stdout=subprocess.DEVNULL,
-    )
-    ollama_url = f"http://127.0.0.1:{port}"
-    wait_http(ollama_url)
+    ollama, ollama_url = start_standin(tokens)
     env = eva_env(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", ollama_url)
     key = prepare_database(env)
     eva_port = free_port()

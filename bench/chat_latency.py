@@ -256,6 +256,19 @@ class CpuMeter:
         return ", ".join(parts)
 
 
+def start_standin(tokens: int = TOKENS) -> tuple[subprocess.Popen, str]:
+    """The Ollama-protocol stand-in in its own process: first token after 50 ms, then one every 10 ms."""
+    port = free_port()
+    process = subprocess.Popen(
+        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(port), "--first-token-ms", "50",
+         "--token-interval-ms", "10", "--tokens", str(tokens)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url)
+    return process, url
+
+
 def start_server(kind: str, port: int, env: dict[str, str], log: Path, app: str = "evaproject.asgi:application") -> subprocess.Popen:
     if kind == "daphne":
         cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
@@ -283,14 +296,7 @@ def row(run: Run, base: Run) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    ollama_port = free_port()
-    ollama = subprocess.Popen(
-        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(ollama_port), "--first-token-ms", "50",
-         "--token-interval-ms", "10", "--tokens", str(TOKENS)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    ollama_url = f"http://127.0.0.1:{ollama_port}"
-    wait_http(ollama_url)
+    ollama, ollama_url = start_standin()
     db_url = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
     env = eva_env(db_url, ollama_url)
     key = prepare_database(env)

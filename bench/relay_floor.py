@@ -14,7 +14,6 @@ Run: .venv/bin/python bench/relay_floor.py [--levels 1 10 50] [--rounds 3] [--lo
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chat_latency import PYTHON, ROOT, TOKENS, CpuMeter, Run, free_port, measure, row, wait_http  # noqa: E402
+from bench.chat_latency import PYTHON, ROOT, CpuMeter, Run, free_port, measure, row, start_standin, wait_http  # noqa: E402
 
 
 def relay_app(ollama_url: str) -> web.Application:
@@ -69,14 +68,7 @@ def serve(port: int, ollama_url: str, loop: str) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    ollama_port = free_port()
-    ollama = subprocess.Popen(
-        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(ollama_port), "--first-token-ms", "50",
-         "--token-interval-ms", "10", "--tokens", str(TOKENS)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    ollama_url = f"http://127.0.0.1:{ollama_port}"
-    wait_http(ollama_url)
+    ollama, ollama_url = start_standin()
     port = free_port()
     relay = subprocess.Popen([PYTHON, __file__, "--serve", str(port), "--ollama", ollama_url, "--loop", args.loop], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
