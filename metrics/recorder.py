@@ -5,8 +5,9 @@ event loop drains the queue and bulk-inserts. A token stream therefore never wai
 database. The task lets a batch gather for METRICS_BATCH_WAIT_S (or until BATCH_SIZE rows) before
 writing: under load one INSERT carries many requests instead of one transaction each (at 50
 streams the rows had cost 0.6 ms of CPU per reply; bench/RESULTS.md). `flush_metrics` writes
-what is queued at once and waits for it (tests, shutdown). On Postgres the batch goes through the event loop's async pool (evaproject.asyncdb), elsewhere through the ORM
-in an executor thread.
+what is queued at once and waits for it (tests, shutdown). On Postgres the batch goes through
+the event loop's async pool (evaproject.asyncdb), elsewhere through the ORM in an executor
+thread.
 """
 
 from __future__ import annotations
