@@ -3,7 +3,7 @@
 Same set-up as chat_latency.py (stand-in Ollama in its own process: first token after 50 ms,
 then one every 10 ms, 20 tokens; EVA on Postgres and Redis; websockets clients). For each
 variant, EVA is started with bench/ablation_asgi.py and EVA_ABLATE naming the parts replaced by
-no-ops (rate limit, database, metrics); N sockets send R messages each. Printed per variant:
+no-ops (rate limit, database — the history read, the message writes or both —, metrics); N sockets send R messages each. Printed per variant:
 EVA's CPU per reply (user + system, /proc) and the clients' TTFT p50 / p99, medians over the
 rounds; variants alternate within each round, and a direct-to-stand-in run gives the baseline.
 
@@ -28,6 +28,8 @@ VARIANTS = {
     "EVA": "",
     "no rate limit": "ratelimit",
     "no database": "db",
+    "no history read": "history",
+    "no message writes": "writes",
     "no metrics": "metrics",
     "none of the three": "ratelimit,db,metrics",
 }
