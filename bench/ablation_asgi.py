@@ -1,8 +1,9 @@
 """EVA with some of its own parts turned into no-ops, for bench/chat_ablation.py only.
 
 EVA_ABLATE lists the parts: `ratelimit` (no Redis scripts), `history` (no history read),
-`writes` (no message writes), `db` (both), `metrics` (no RequestMetric rows). What is left is the request's path through the
-server, Channels, the generation and the httpx stream to Ollama. Never serve users with this.
+`writes` (no message writes), `db` (both), `metrics` (no RequestMetric rows). What is left is
+the request's path through the server, Channels, the generation and the httpx stream to Ollama.
+Never serve users with this.
 """
 
 from __future__ import annotations
