@@ -7,13 +7,12 @@ async psycopg pool per event loop instead, on the connection settings of Django'
 database. Only on Postgres, and only while DATABASE_ASYNC is on; `async_db_enabled()` tells
 callers whether to take this path or the ORM one.
 
-`execute()` sends statements together: those that concurrent requests of one loop issue while
-a batch is out go in the next one, pipelined on one connection (one round trip, one commit)
-instead of one pool checkout and one round trip each, which at 50 chat streams cost three times
-the CPU (bench/RESULTS.md). A batch is one implicit transaction: when one of its statements
-fails, the whole batch is rolled back and its statements are run again one by one, so that
-only the failing one's caller gets the error. A statement whose caller was cancelled before
-its batch went out is not run. Alone, a statement goes out at once, as before.
+`execute()` sends statements together (evaproject.batching): those that concurrent requests of
+one loop issue while a batch is out go in the next one, pipelined on one connection (one round
+trip, one commit) instead of one pool checkout and one round trip each, which at 50 chat
+streams cost three times the CPU (bench/RESULTS.md). A batch is one implicit transaction: when
+one of its statements fails, the whole batch is rolled back and its statements are run again
+one by one, so that only the failing one's caller gets the error.
 """
 
 from __future__ import annotations
@@ -26,10 +25,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
+from evaproject.batching import Batcher, settle
+
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()
 _DJANGO_ONLY_PARAMS = ("cursor_factory", "context", "client_encoding")
-BATCH_MAX = 64  # statements per pipeline
 
 Params = dict[str, Any] | Sequence[Any]
 Rows = list[tuple[Any, ...]]
@@ -65,92 +65,47 @@ async def _run(conn: Any, sql: str, params: Params) -> Rows:
     return await cursor.fetchall() if cursor.description else []
 
 
-class _Batcher:
-    """The statements waiting to go out on one event loop, and the one task that sends them.
+async def _send(batch: list[tuple[tuple[str, Params], asyncio.Future[Rows]]]) -> None:
+    """One batch of statements, pipelined on one connection (see the module's docstring).
 
-    One batch at a time per loop: while it is out, new statements wait for the next one. That
-    is what makes batches (and keeps two batches of one process from locking the same rows in
-    opposite orders).
+    An exception that leaves here (no connection, a lost one) reaches every caller of the batch.
     """
+    import psycopg
 
-    def __init__(self) -> None:
-        self.waiting: list[tuple[str, Params, asyncio.Future[Rows]]] = []
-        self.sender: asyncio.Task[None] | None = None
-        self.batches = 0  # sent so far (tests, benchmarks)
-
-    def submit(self, sql: str, params: Params) -> asyncio.Future[Rows]:
-        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        self.waiting.append((sql, params, future))
-        if self.sender is None:
-            # Starts on the loop's next turn: what else this turn submits goes in the same batch.
-            self.sender = asyncio.ensure_future(self._send_all())
-        return future
-
-    async def _send_all(self) -> None:
+    async with (await _pool()).connection() as conn:
+        if len(batch) == 1:
+            (sql, params), future = batch[0]
+            settle(future, await _run(conn, sql, params))
+            return
         try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:BATCH_MAX], self.waiting[BATCH_MAX:]
-                batch = [entry for entry in batch if not entry[2].done()]  # callers cancelled meanwhile
-                if batch:
-                    self.batches += 1
-                    await self._send(batch)
-        finally:
-            self.sender = None
-            if self.waiting:  # this task was cancelled (loop shutting down): the waiting callers get that
-                for _, _, future in self.waiting:
-                    future.cancel()
-                self.waiting = []
-
-    async def _send(self, batch: list[tuple[str, Params, asyncio.Future[Rows]]]) -> None:
-        import psycopg
-
-        try:
-            async with (await _pool()).connection() as conn:
-                if len(batch) == 1:
-                    sql, params, future = batch[0]
-                    _settle(future, await _run(conn, sql, params))
-                    return
+            async with conn.pipeline():
+                cursors = [await conn.execute(sql, params) for (sql, params), _ in batch]
+            results = [await cursor.fetchall() if cursor.description else [] for cursor in cursors]
+        except psycopg.Error as exc:
+            if conn.closed or isinstance(exc, psycopg.OperationalError):
+                raise  # the connection failed: whether the batch committed is unknown
+            # One statement failed and the batch was rolled back: each again, alone.
+            for (sql, params), future in batch:
                 try:
-                    async with conn.pipeline():
-                        cursors = [await conn.execute(sql, params) for sql, params, _ in batch]
-                    results = [await cursor.fetchall() if cursor.description else [] for cursor in cursors]
-                except psycopg.Error as exc:
-                    if conn.closed or isinstance(exc, psycopg.OperationalError):
-                        raise  # the connection failed: whether the batch committed is unknown
-                    # One statement failed and the batch was rolled back: each again, alone.
-                    for sql, params, future in batch:
-                        try:
-                            _settle(future, await _run(conn, sql, params))
-                        except psycopg.Error as one:
-                            _settle(future, error=one)
-                    return
-                for (_, _, future), rows in zip(batch, results, strict=True):
-                    _settle(future, rows)
-        except Exception as exc:  # no connection, or it failed: every caller of the batch gets the error
-            for _, _, future in batch:
-                _settle(future, error=exc)
+                    settle(future, await _run(conn, sql, params))
+                except psycopg.Error as one:
+                    settle(future, error=one)
+            return
+        for (_, future), rows in zip(batch, results, strict=True):
+            settle(future, rows)
 
 
-def _settle(future: asyncio.Future[Rows], rows: Rows | None = None, error: BaseException | None = None) -> None:
-    if future.done():  # its caller was cancelled after the batch went out
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(rows or [])
-
-
-def _batcher() -> _Batcher:
+def _batcher() -> Batcher[tuple[str, Params], Rows]:
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
-        batcher = _batchers[loop] = _Batcher()
+        batcher = _batchers[loop] = Batcher(_send)
     return batcher
 
 
 async def execute(sql: str, params: Params) -> Rows:
     """Run one statement (committed with its batch); its rows, if it returns any."""
-    return await _batcher().submit(sql, params)
+    return await _batcher().submit((sql, params))
 
 
 async def executemany(sql: str, params_seq: Iterable[Sequence[Any]]) -> None:
@@ -164,8 +119,8 @@ async def close_async_pool() -> None:
     """Close this loop's pool (tests, shutdown)."""
     loop = asyncio.get_running_loop()
     batcher = _batchers.pop(loop, None)
-    if batcher is not None and batcher.sender is not None:
-        await asyncio.gather(batcher.sender, return_exceptions=True)
+    if batcher is not None:
+        await batcher.drain()
     pool = _pools.pop(loop, None)
     if pool is not None:
         await pool.close()

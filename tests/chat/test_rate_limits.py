@@ -20,11 +20,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _own_counters(settings):
     # Counters live in Redis across tests and runs: a fresh prefix gives each test its own.
     settings.CHANNEL_LAYER_PREFIX = f"rl-{uuid.uuid4().hex[:8]}"
-    from chat import ratelimit
+    from chat.ratelimit import reset_rate_limits
 
-    ratelimit._limiters.clear()
+    reset_rate_limits()
     yield
-    ratelimit._limiters.clear()
+    reset_rate_limits()
 
 
 async def post(key):
@@ -124,3 +124,44 @@ async def test_a_refused_request_leaves_no_task_behind(ollama, user_key, setting
     assert (await post(key)).status_code == 429
     await asyncio.sleep(0.2)  # the key's hit and the history read, sent alongside, have finished
     assert pending() <= before
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request, settings):
+    if request.param == "memory":
+        settings.REDIS_URL = ""  # the embedded default: counts in process memory
+    return request.param
+
+
+async def outcomes(checks) -> list[str]:
+    from chat.errors import RateLimited
+
+    results = await asyncio.gather(*checks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, RateLimited):
+            raise result
+    return ["ok" if r is None else f"refused {r.retry_after}" for r in results]
+
+
+async def test_a_request_refused_by_one_limit_does_not_use_up_the_other(settings, store):
+    from chat.ratelimit import rate_limit_check
+
+    settings.RATE_LIMIT_PER_KEY = "2/minute"
+    settings.RATE_LIMIT_PER_USER = "3/minute"
+    by_key_a = await outcomes(rate_limit_check(user_id=1, api_key_id=10) for _ in range(3))
+    assert sorted(by_key_a)[:2] == ["ok", "ok"] and sorted(by_key_a)[2].startswith("refused")
+    # The key's refusal did not count against the user: one place is left, for another key.
+    assert await outcomes([rate_limit_check(user_id=1, api_key_id=11)]) == ["ok"]
+    [last] = await outcomes([rate_limit_check(user_id=1, api_key_id=12)])
+    assert last.startswith("refused") and 1 <= int(last.split()[1]) <= 60
+
+
+async def test_parallel_checks_are_exact_and_go_to_redis_in_one_round_trip(settings, store):
+    from chat import ratelimit
+
+    settings.RATE_LIMIT_PER_KEY = "7/minute"
+    settings.RATE_LIMIT_PER_USER = "1000/minute"
+    results = await outcomes(ratelimit.rate_limit_check(user_id=2, api_key_id=20) for _ in range(25))
+    assert results.count("ok") == 7 and len(results) == 25
+    if store == "redis":
+        assert ratelimit._redis_batcher()[1].batches == 1  # all 25 issued in one loop turn

@@ -1,0 +1,74 @@
+"""Requests of one event loop that go out together: one round trip for many callers.
+
+On the chat hot path, many requests each send one small command to Postgres or Redis. Each
+command alone costs a pool checkout, a round trip and a few trips around the event loop; under
+load that CPU, not the servers, is what delays the first token. A `Batcher` collects what the
+loop's tasks submit while a batch is out and sends it as the next batch through `send`
+(a pipeline), so that the cost is paid once per batch. Alone, a command goes out on the loop's
+next turn, as before.
+
+One batch at a time per loop: while it is out, new commands wait for the next one. That is
+what makes batches (and keeps two batches of one process from locking the same rows in
+opposite orders). A command whose caller was cancelled before its batch went out is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Batcher(Generic[Item, Result]):
+    """`submit(item)` gives a future that `send(batch)` settles (see `settle`)."""
+
+    def __init__(self, send: Callable[[list[tuple[Item, asyncio.Future[Result]]]], Awaitable[None]], *, max_batch: int = 64) -> None:
+        self._send = send
+        self.max_batch = max_batch
+        self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self.sender: asyncio.Task[None] | None = None
+        self.batches = 0  # sent so far (tests, benchmarks)
+
+    def submit(self, item: Item) -> asyncio.Future[Result]:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if self.sender is None:
+            # Starts on the loop's next turn: what else this turn submits goes in the same batch.
+            self.sender = asyncio.ensure_future(self._send_all())
+        return future
+
+    async def _send_all(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
+                batch = [entry for entry in batch if not entry[1].done()]  # callers cancelled meanwhile
+                if batch:
+                    self.batches += 1
+                    try:
+                        await self._send(batch)
+                    except Exception as exc:  # send should settle each future itself; if it did not
+                        for _, future in batch:
+                            settle(future, error=exc)
+        finally:
+            self.sender = None
+            for _, future in self.waiting:  # cancelled (the loop is closing): the callers learn it
+                future.cancel()
+            self.waiting = []
+
+    async def drain(self) -> None:
+        """Wait for the batch that is out and those waiting (shutdown, tests)."""
+        if self.sender is not None:
+            await asyncio.gather(self.sender, return_exceptions=True)
+
+
+def settle(future: asyncio.Future[Result], result: Result | None = None, *, error: BaseException | None = None) -> None:
+    """Give a caller its result or error, unless it was cancelled after its batch went out."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
