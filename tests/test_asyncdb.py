@@ -31,8 +31,13 @@ async def test_concurrent_statements_share_round_trips_and_each_caller_gets_its_
     batcher = asyncdb._batcher()
     await asyncdb.execute("SELECT 1", ())  # the pool is open
     before = batcher.batches
-    results = await asyncio.gather(*(asyncdb.execute("SELECT %s::int, %s::text", (i, f"r{i}")) for i in range(40)))
-    assert results == [[(i, f"r{i}")] for i in range(40)]
+    # Two statements, interleaved: each kind goes through one executemany, each caller gets its rows.
+    statements = [
+        ("SELECT %s::int, %s::text", (i, f"r{i}")) if i % 2 else ("SELECT g, %s::text FROM generate_series(1, %s) g", (f"s{i}", i % 3))
+        for i in range(40)
+    ]
+    results = await asyncio.gather(*(asyncdb.execute(sql, params) for sql, params in statements))
+    assert results == [[(i, f"r{i}")] if i % 2 else [(g, f"s{i}") for g in range(1, i % 3 + 1)] for i in range(40)]
     assert batcher.batches - before == 1  # all forty issued in one loop turn: one pipeline
 
 
