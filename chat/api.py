@@ -9,12 +9,12 @@ the generation: Django cancels the response, which closes the upstream request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
@@ -56,7 +56,7 @@ def _wants_sse(request: HttpRequest, payload: ChatIn) -> bool:
 
 
 def _sse(frame: dict[str, Any]) -> bytes:
-    return f"event: {frame['type']}\ndata: {json.dumps(frame, ensure_ascii=False)}\n\n".encode()
+    return b"event: %s\ndata: %s\n\n" % (frame["type"].encode(), orjson.dumps(frame))
 
 
 async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | dict[str, Any]:

@@ -11,10 +11,10 @@ with 4401, a cookie from a foreign Origin with 4403.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
+import orjson
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -83,7 +83,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("message_too_long", f"Frames are limited to {MAX_FRAME_CHARS} characters.")
             return
         try:
-            frame = json.loads(text_data)
+            frame = orjson.loads(text_data)
         except ValueError:
             await self.send_error("invalid_json", "The frame is not valid JSON.")
             return
@@ -170,7 +170,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- frames out -------------------------------------------------------------------
     async def send_json(self, content: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps(content, ensure_ascii=False))
+        await self.send(text_data=orjson.dumps(content).decode())
 
     async def send_audio(self, data: bytes) -> None:
         await self.send(bytes_data=data)

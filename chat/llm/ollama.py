@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
@@ -118,7 +119,7 @@ class OllamaBackend:
                     if not line.strip() or done is not None:
                         continue
                     try:
-                        data = json.loads(line)
+                        data = orjson.loads(line)
                     except ValueError:
                         raise self._failure(started, f"Ollama sent a line that is not JSON: {line[:100]!r}") from None
                     if data.get("error"):
