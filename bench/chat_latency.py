@@ -269,7 +269,9 @@ def start_standin(tokens: int = TOKENS) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def start_server(kind: str, port: int, env: dict[str, str], log: Path, app: str = "evaproject.asgi:application") -> subprocess.Popen:
+def start_server(
+    kind: str, port: int, env: dict[str, str], log: Path, app: str = "evaproject.asgi:application", root: Path = ROOT
+) -> subprocess.Popen:
     if kind == "daphne":
         cmd = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), app]
     else:
@@ -278,7 +280,7 @@ def start_server(kind: str, port: int, env: dict[str, str], log: Path, app: str 
         cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                "--lifespan", "off", "--loop", "uvloop", "--http", "httptools", "--ws", UVICORN_WS,
                "--ws-per-message-deflate", "false", app]
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(cmd, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/health")
     return process
 

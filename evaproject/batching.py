@@ -41,6 +41,7 @@ class Batcher(Generic[Item, Result]):
         return future
 
     async def _send_all(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting[: self.max_batch], self.waiting[self.max_batch :]
@@ -49,12 +50,12 @@ class Batcher(Generic[Item, Result]):
                     self.batches += 1
                     try:
                         await self._send(batch)
-                    except Exception as exc:  # send should settle each future itself; if it did not
+                    except Exception as exc:  # no connection, a lost one: every caller of the batch gets it
                         for _, future in batch:
                             settle(future, error=exc)
         finally:
             self.sender = None
-            for _, future in self.waiting:  # cancelled (the loop is closing): the callers learn it
+            for _, future in batch + self.waiting:  # cancelled (the loop is closing): the callers learn it
                 future.cancel()
             self.waiting = []
 

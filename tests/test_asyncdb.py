@@ -72,3 +72,15 @@ async def test_a_connection_lost_mid_batch_fails_its_callers_and_the_next_statem
     assert all(isinstance(r, psycopg.OperationalError) for r in results), results
     assert await insert(8) == [(8,)]
     assert await stored() == [8]  # 7 went with the uncommitted batch
+
+
+async def test_callers_of_a_batch_cut_short_by_the_loop_closing_are_cancelled_not_left_waiting():
+    batcher = asyncdb._batcher()
+    out = asyncio.ensure_future(asyncdb.execute("SELECT pg_sleep(5)", ()))
+    await asyncio.sleep(0.2)  # its batch is at the database
+    queued = asyncio.ensure_future(asyncdb.execute("SELECT 1", ()))
+    await asyncio.sleep(0)
+    batcher.sender.cancel()  # as asyncio.run does with every task when its loop ends
+    for caller in (out, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 2)

@@ -27,10 +27,11 @@ async def test_a_worker_synthesises_over_the_channel_layer_and_answers_pings(voi
 
 
 async def test_bad_requests_are_refused_before_reaching_a_worker(voice_settings):
+    voice_settings.TTS_PICKUP_TIMEOUT_S = 30.0  # a request that waited for a worker would take this long
     started = time.monotonic()
     with pytest.raises(UnknownVoice):
         await client.synthesize(text="Bonjour", voice="klingon")
-    assert time.monotonic() - started < 0.5  # no worker needed, none waited for
+    assert time.monotonic() - started < 10  # no worker needed, none waited for (generous: shared machine)
 
 
 async def test_without_any_worker_a_request_fails_fast_with_tts_unavailable(voice_settings):
@@ -38,7 +39,7 @@ async def test_without_any_worker_a_request_fails_fast_with_tts_unavailable(voic
     started = time.monotonic()
     with pytest.raises(TTSUnavailable) as err:
         await client.synthesize(text="Bonjour", voice=None)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 15  # the pickup timeout, not TTS_TIMEOUT_S (30 s)
     assert "runworker voice-tts" in err.value.message
 
 
@@ -62,7 +63,7 @@ async def test_a_worker_killed_mid_request_gives_tts_unavailable_and_the_other_w
     started = time.monotonic()
     with pytest.raises(TTSUnavailable) as err:
         await request
-    assert time.monotonic() - started < 8  # noticed by the missing heartbeat, not the 30 s deadline
+    assert time.monotonic() - started < 15  # noticed by the missing heartbeat, not the 30 s deadline
     assert "stopped answering" in err.value.message
     assert (await client.synthesize(text="Encore une fois.", voice=None)).duration_s > 0
 
