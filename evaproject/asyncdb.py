@@ -78,7 +78,8 @@ async def _send(batch: list[tuple[tuple[str, Params], asyncio.Future[Rows]]]) ->
             settle(future, await _run(conn, sql, params))
             return
         # Callers of one batch are concurrent: their statements may run in any order. The same
-        # statement's parameter sets go through one executemany (a quarter less CPU per statement).
+        # statement's parameter sets go through one executemany (15-25 % less CPU per statement
+        # than one execute each, measured in isolation).
         groups: dict[str, list[tuple[tuple[str, Params], asyncio.Future[Rows]]]] = {}
         for entry in batch:
             groups.setdefault(entry[0][0], []).append(entry)
@@ -112,7 +113,9 @@ def _batcher() -> Batcher[tuple[str, Params], Rows]:
     loop = asyncio.get_running_loop()
     batcher = _batchers.get(loop)
     if batcher is None:
-        batcher = _batchers[loop] = Batcher(_send)
+        from psycopg_pool import PoolTimeout
+
+        batcher = _batchers[loop] = Batcher(_send, fails_all=(PoolTimeout,))
     return batcher
 
 

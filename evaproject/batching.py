@@ -4,8 +4,8 @@ On the chat hot path, many requests each send one small command to Postgres or R
 command alone costs a pool checkout, a round trip and a few trips around the event loop; under
 load that CPU, not the servers, is what delays the first token. A `Batcher` collects what the
 loop's tasks submit while a batch is out and sends it as the next batch through `send`
-(a pipeline), so that the cost is paid once per batch. Alone, a command goes out on the loop's
-next turn, as before.
+(a pipeline), so that the cost is paid once per batch. A command alone goes out on the loop's
+next turn, with nothing to wait for.
 
 One batch at a time per loop: while it is out, new commands wait for the next one. That is
 what makes batches (and keeps two batches of one process from locking the same rows in
@@ -25,9 +25,19 @@ Result = TypeVar("Result")
 class Batcher(Generic[Item, Result]):
     """`submit(item)` gives a future that `send(batch)` settles (see `settle`)."""
 
-    def __init__(self, send: Callable[[list[tuple[Item, asyncio.Future[Result]]]], Awaitable[None]], *, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        send: Callable[[list[tuple[Item, asyncio.Future[Result]]]], Awaitable[None]],
+        *,
+        max_batch: int = 64,
+        fails_all: tuple[type[Exception], ...] = (),
+    ) -> None:
         self._send = send
         self.max_batch = max_batch
+        # Errors that say the server cannot be reached now (a pool that gave no connection in
+        # its timeout): the commands queued behind the batch get them at once instead of each
+        # waiting as long again.
+        self.fails_all = fails_all
         self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self.sender: asyncio.Task[None] | None = None
         self.batches = 0  # sent so far (tests, benchmarks)
@@ -51,7 +61,10 @@ class Batcher(Generic[Item, Result]):
                     try:
                         await self._send(batch)
                     except Exception as exc:  # no connection, a lost one: every caller of the batch gets it
-                        for _, future in batch:
+                        failed = batch + self.waiting if isinstance(exc, self.fails_all) else batch
+                        if failed is not batch:
+                            self.waiting = []
+                        for _, future in failed:
                             settle(future, error=exc)
         finally:
             self.sender = None

@@ -84,3 +84,20 @@ async def test_callers_of_a_batch_cut_short_by_the_loop_closing_are_cancelled_no
     for caller in (out, queued):
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(caller, 2)
+
+
+async def test_when_no_connection_comes_in_time_the_statements_queued_behind_fail_at_once(settings):
+    from psycopg_pool import PoolTimeout
+
+    settings.DATABASE_ASYNC_POOL_MAX = 1
+    settings.DATABASE_ASYNC_POOL_TIMEOUT_S = 0.5
+    batcher = asyncdb._batcher()
+    pool = await asyncdb._pool()
+    async with pool.connection():  # the pool's only connection, held elsewhere
+        first = batcher.submit(("SELECT 1", ()))
+        await asyncio.sleep(0.1)  # its batch is out, waiting for a connection
+        queued = batcher.submit(("SELECT 2", ()))
+        with pytest.raises(PoolTimeout):
+            await first
+        assert queued.done() and isinstance(queued.exception(), PoolTimeout)  # not another 0.5 s wait
+    assert await asyncdb.execute("SELECT 3", ()) == [(3,)]  # and the pool serves again
