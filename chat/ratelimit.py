@@ -58,7 +58,7 @@ Check = tuple[list[str], list[str]]  # the script's keys and arguments
 _redis: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, Batcher[Check, Any]]] = (
     weakref.WeakKeyDictionary()
 )
-_memory: tuple[MemoryStorage, MovingWindowRateLimiter] | None = None
+_memory: MovingWindowRateLimiter | None = None
 
 
 def _redis_batcher() -> tuple[redis.asyncio.Redis, Batcher[Check, Any]]:
@@ -78,7 +78,10 @@ def _redis_batcher() -> tuple[redis.asyncio.Redis, Batcher[Check, Any]]:
                         pipe.eval(_MOVING_WINDOW, len(keys), *keys, *args)
                     results = await pipe.execute(raise_on_error=False)
             for (_, future), result in zip(batch, results, strict=True):
-                settle(future, error=result) if isinstance(result, Exception) else settle(future, result)
+                if isinstance(result, Exception):
+                    settle(future, error=result)
+                else:
+                    settle(future, result)
 
         entry = _redis[loop] = (client, Batcher(send))
     return entry
@@ -113,9 +116,8 @@ async def _check_redis(limits: list[tuple[RateLimitItem, str]]) -> None:
 async def _check_memory(limits: list[tuple[RateLimitItem, str]]) -> None:
     global _memory
     if _memory is None:
-        storage = MemoryStorage()  # one for the process: every loop must see the same counts
-        _memory = (storage, MovingWindowRateLimiter(storage))
-    limiter = _memory[1]
+        _memory = MovingWindowRateLimiter(MemoryStorage())  # one for the process: every loop sees the same counts
+    limiter = _memory
     # Each hit is exact (the library locks the key); testing both first keeps a request refused
     # by one limit from using up the other, except when a parallel request takes the last place.
     for item, identity in limits:
