@@ -3,11 +3,16 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evaproject.settings")
-# Django must be set up before anything imports models (routing, consumers).
-django_asgi_app = get_asgi_application()
+# Django must be set up before anything imports models (routing, consumers); what
+# get_asgi_application() does, with a handler that reuses its requests' threads.
+django.setup(set_prefix=False)
+
+from evaproject.asgi_handler import PooledThreadASGIHandler  # noqa: E402
+
+django_asgi_app = PooledThreadASGIHandler()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
