@@ -25,7 +25,7 @@ from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
 from chat.ratelimit import rate_limit_check
-from chat.services import llm_messages, session_id_validate
+from chat.services import llm_messages, session_id_validate, title_from
 from chat.store import chat_store
 from metrics.models import Status
 from metrics.recorder import record_metric
@@ -219,6 +219,7 @@ class ChatGeneration:
             request_id=self.request_id,
             ttft_ms=self.ttft_ms,
             total_ms=self.total_ms,
+            title=title_from(self.request.content),
         )
 
     def _record(self, *, status: str, error_code: str = "") -> None:

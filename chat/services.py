@@ -8,6 +8,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from chat.errors import InvalidInput
@@ -76,8 +77,10 @@ def chat_turn_finish(
     request_id: str,
     ttft_ms: float | None = None,
     total_ms: float | None = None,
+    title: str = "",
 ) -> ChatMessage:
-    """Store the assistant's reply (complete, partial or error)."""
+    """Store the assistant's reply (complete, partial or error); a conversation still untitled
+    (created through the API without one) takes `title`, made from its first exchange's message."""
     now = timezone.now()
     message = ChatMessage.objects.create(
         session_id=session_pk,
@@ -91,7 +94,9 @@ def chat_turn_finish(
         total_ms=total_ms,
         created_at=now,
     )
-    ChatSession.objects.filter(pk=session_pk).update(updated_at=now)
+    ChatSession.objects.filter(pk=session_pk).update(
+        updated_at=now, title=Case(When(title="", then=Value(title)), default=F("title"))
+    )
     return message
 
 

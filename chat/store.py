@@ -36,9 +36,10 @@ class ChatStore(Protocol):
 
     async def turn_finish(
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
-        ttft_ms: float | None, total_ms: float | None,
+        ttft_ms: float | None, total_ms: float | None, title: str = "",
     ) -> None:
-        """Store the assistant's reply and move the conversation's updated_at."""
+        """Store the assistant's reply and move the conversation's updated_at; name it `title`
+        if it has no title yet (created through the API without one)."""
 
 
 def _thread(function: Any) -> Any:
@@ -98,7 +99,8 @@ WITH reply AS (
             %(ttft_ms)s, %(total_ms)s, %(at)s)
     RETURNING id
 )
-UPDATE {_SESSION} SET updated_at = %(at)s WHERE id = %(session_pk)s
+UPDATE {_SESSION} SET updated_at = %(at)s, title = CASE WHEN title = '' THEN %(title)s ELSE title END
+WHERE id = %(session_pk)s
 """
 
 
@@ -124,13 +126,13 @@ class PostgresChatStore:
 
     async def turn_finish(
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
-        ttft_ms: float | None, total_ms: float | None,
+        ttft_ms: float | None, total_ms: float | None, title: str = "",
     ) -> None:
         await asyncdb.execute(
             _TURN_FINISH_SQL,
             {
                 "session_pk": session_pk, "content": content, "status": status, "backend": backend, "model": model,
-                "request_id": request_id, "ttft_ms": ttft_ms, "total_ms": total_ms, "at": timezone.now(),
+                "request_id": request_id, "ttft_ms": ttft_ms, "total_ms": total_ms, "at": timezone.now(), "title": title,
             },
         )
 

@@ -39,6 +39,19 @@ async def test_chat_answers_json_with_timings(ollama, user_key):
     assert await RequestMetric.objects.filter(request_id=body["request_id"], channel="rest", status="ok").aexists()
 
 
+async def test_a_conversation_created_untitled_over_rest_is_named_by_its_first_message(ollama, user_key):
+    _, key = await user_key()
+    client = AsyncClient()
+    created = await client.post(
+        "/api/v1/sessions", {"session_id": "later"}, content_type="application/json", headers={"X-API-Key": key}
+    )
+    assert created.status_code == 201 and created.json()["title"] == ""
+    assert (await post_chat(key, {"message": "Idées   de voyage", "session_id": "later"})).status_code == 200
+    assert (await post_chat(key, {"message": "Autre chose", "session_id": "later"})).status_code == 200
+    session = await client.get("/api/v1/sessions/later", headers={"X-API-Key": key})
+    assert session.json()["title"] == "Idées de voyage"
+
+
 async def test_the_legacy_fastapi_endpoint_still_answers(ollama, user_key):
     _, key = await user_key()
     response = await post_chat(key, {"message": "Salut", "session_id": "test"}, path="/chat")
@@ -70,7 +83,10 @@ async def test_stream_true_answers_server_sent_events(ollama, user_key):
 async def test_accept_event_stream_also_selects_sse(ollama, user_key):
     _, key = await user_key()
     response = await post_chat(key, {"message": "hi"}, Accept="text/event-stream")
-    assert response.streaming
+    assert response.streaming and response["Content-Type"] == "text/event-stream"
+    # Read to the end: a stream left open would end only when the test's loop closes.
+    events = parse_sse(b"".join([chunk async for chunk in response.streaming_content]))
+    assert [name for name, _ in events] == ["start", "token", "token", "end"]
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,21 @@ async def test_a_turn_creates_the_conversation_stores_both_messages_and_moves_up
     assert (await ChatSession.objects.aget(pk=session_pk)).title == session.title  # the first message names it
 
 
+async def test_a_conversation_created_without_a_title_is_named_by_its_first_stored_reply(store):
+    owner = await make_owner()
+    untitled = await ChatSession.objects.acreate(owner_id=owner, session_id="api", title="")
+    titled = await ChatSession.objects.acreate(owner_id=owner, session_id="named", title="Mine")
+    for session in (untitled, titled):
+        pk = await store.turn_begin(owner_id=owner, session_id=session.session_id, content="q", request_id="r", at=timezone.now())
+        assert pk == session.pk
+        await store.turn_finish(
+            session_pk=pk, content="a", status="complete", backend="ollama", model="m", request_id="r",
+            ttft_ms=None, total_ms=None, title="Où partir en mai ?",
+        )
+    assert (await ChatSession.objects.aget(pk=untitled.pk)).title == "Où partir en mai ?"
+    assert (await ChatSession.objects.aget(pk=titled.pk)).title == "Mine"  # a title is never replaced
+
+
 async def test_first_messages_racing_for_a_new_conversation_all_land_in_one(store):
     owner = await make_owner()
     pks = await asyncio.gather(
