@@ -11,7 +11,11 @@ the request signals' receivers close or return connections as they do there.
 
 asgiref's public `ThreadSensitiveContext(executor=...)` does the routing. An executor goes back to
 the pool only once the work already queued on it has run (a sync call whose request was cancelled
-keeps running), so a request never waits behind another's leftover.
+keeps running), so a request never waits behind another's leftover. A task that a request
+starts and that outlives it must not make thread-sensitive sync calls (asgiref refuses them once
+the request's context has exited; with Django's own handler they went to an executor nobody
+joined): EVA's background writes (chat replies after a cancel, metrics) use
+`thread_sensitive=False` or the async database path.
 """
 
 from __future__ import annotations
@@ -74,4 +78,3 @@ class PooledThreadASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             self.threads.release(executor)
-
