@@ -37,6 +37,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "chat-sockets-need-no-layer"
     generation: ChatGeneration | None = None
     task: asyncio.Task[None] | None = None
+    # The conversation this socket spoke in last and what its history read should return now
+    # (ChatGeneration.next_history): the next message there asks the model without waiting for it.
+    history_hint: tuple[str, list[dict[str, str]]] | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -120,7 +123,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             user_id=self.user_id, api_key_id=self.api_key_id, session_id=session_id, content=content, channel="ws"
         )
         speech = self._speech(frame.get("voice_name")) if voice else None
-        self.generation = ChatGeneration(request, speech=speech)
+        hint, self.history_hint = self.history_hint, None
+        self.generation = ChatGeneration(
+            request, speech=speech, history_hint=hint[1] if hint is not None and hint[0] == session_id else None
+        )
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
@@ -142,6 +148,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if self.generation.request.session_id == session_id:
                 await self.send_error("busy", "Cancel the reply in flight before clearing its conversation.")
                 return
+        if self.history_hint is not None and self.history_hint[0] == session_id:
+            self.history_hint = None
         await database_sync_to_async(session_clear)(owner_id=self.user_id, session_id=session_id)
         await self.send_json({"type": "cleared", "session_id": session_id})
 
@@ -150,6 +158,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frames = generation.frames()
         try:
             async for frame in frames:
+                if frame["type"] == "end":  # before the client can send its next message
+                    following = generation.next_history()
+                    if following is not None:
+                        self.history_hint = (generation.request.session_id, following)
                 await self.send_json(frame)
         except EvaError as exc:
             await self.send_error(exc.code, exc.message, request_id=generation.request_id)

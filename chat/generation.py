@@ -73,8 +73,20 @@ class ChatRequest:
 class ChatGeneration:
     """State of one reply; readable by the edge after the stream ends or is cancelled."""
 
-    def __init__(self, request: ChatRequest, *, provider: FallbackProvider | None = None, speech: Speech | None = None) -> None:
+    def __init__(
+        self,
+        request: ChatRequest,
+        *,
+        provider: FallbackProvider | None = None,
+        speech: Speech | None = None,
+        history_hint: list[dict[str, str]] | None = None,
+    ) -> None:
         self.request = request
+        # What the caller expects the history read to return (the socket's previous turn): the
+        # model is asked with it at once, and the read only checks it (see _ask).
+        self.history_hint = history_hint
+        self.history: list[dict[str, str]] | None = None
+        self.complete = False  # the reply ended normally and is stored
         self.request_id = str(uuid.uuid4())
         self.provider = provider or default_provider()
         self.speech = speech
@@ -132,7 +144,7 @@ class ChatGeneration:
         except BaseException:
             history_read.cancel()
             raise
-        history = await history_read
+        stream, first = await self._ask(history_read)
         self._user_stored = asyncio.ensure_future(
             store.turn_begin(
                 owner_id=request.user_id,
@@ -142,10 +154,9 @@ class ChatGeneration:
                 at=self.received_at_wall,
             )
         )
-        stream = self.provider.stream(llm_messages(history=history, content=request.content))
         try:
             try:
-                start = await anext(stream)
+                start = await (first if first is not None else anext(stream))
             except NoBackendAvailable as exc:
                 await self._user_stored
                 self._record(status=Status.ERROR, error_code=exc.code)
@@ -192,6 +203,7 @@ class ChatGeneration:
             self.total_ms = self._elapsed_ms()
             self.finished = True
             await self._store_reply(status=ChatMessage.Status.COMPLETE)
+            self.complete = True
             self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
         finally:
@@ -203,10 +215,54 @@ class ChatGeneration:
                 self._record(status=Status.CANCELLED, error_code="cancelled")
                 if self.parts:
                     _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
-            await stream.aclose()
+            await _abandon(stream, first)
             if self._user_stored is not None and not self.parts:
                 # Nothing to store after it, but the user's message must still land.
                 _in_background(_await(self._user_stored))
+
+    async def _ask(self, history_read: asyncio.Future[list[dict[str, str]]]) -> tuple[Any, asyncio.Task[Any] | None]:
+        """Ask the model: its stream, and the task reading the stream's start when there is one.
+
+        With a history hint (a socket's next message: its previous turn's history, message and
+        reply), the model is asked before the history read returns, which takes the read off
+        the path to the first token; the read then checks the hint. Should anything else have
+        written to the conversation meanwhile (another device, a clear), that request is
+        closed before its first token is relayed and the model is asked again with the history
+        as read. Without a hint, or when the read is already back, the read comes first.
+        """
+        hint = self.history_hint
+        if hint is None or history_read.done():
+            self.history = await history_read
+            return self._stream(self.history), None
+        stream = self._stream(hint)
+        first = asyncio.ensure_future(_start(stream))
+        try:
+            self.history = await history_read
+        except BaseException:
+            await _abandon(stream, first)
+            raise
+        if self.history == hint:
+            return stream, first
+        logger.debug("chat %s: the conversation changed elsewhere; asking again with its history", self.request_id)
+        await _abandon(stream, first)
+        return self._stream(self.history), None
+
+    def _stream(self, history: list[dict[str, str]]) -> AsyncIterator[Any]:
+        return self.provider.stream(llm_messages(history=history, content=self.request.content))
+
+    def next_history(self) -> list[dict[str, str]] | None:
+        """What the history read will return for this conversation's next message if nothing
+        else writes to it meanwhile (this turn's history, message and reply, as the read selects
+        them); None unless the reply ended normally and is stored."""
+        if not self.complete or self.history is None:
+            return None
+        turns = settings.LLM_HISTORY_TURNS
+        if turns <= 0:
+            return []
+        added = [{"role": "user", "content": self.request.content}]
+        if self.text:
+            added.append({"role": "assistant", "content": self.text})
+        return [*self.history, *added][-2 * turns:]
 
     async def _store_reply(self, *, status: str) -> None:
         assert self._user_stored is not None
@@ -244,6 +300,21 @@ class ChatGeneration:
             upstream_generation_ms=done.upstream_generation_ms,
             upstream_queue_ms=done.upstream_queue_ms,
         )
+
+
+async def _start(stream: AsyncIterator[Any]) -> Any:
+    return await anext(stream)
+
+
+async def _abandon(stream: Any, first: asyncio.Future[Any] | None) -> None:
+    """Close the model's stream (and its upstream request), first stopping the task reading its start."""
+    if first is not None:
+        if not first.done():
+            first.cancel()
+            await asyncio.wait([first])  # our own cancellation still propagates
+        if not first.cancelled():
+            first.exception()  # retrieved: whatever it was, this request no longer needs it
+    await stream.aclose()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
