@@ -75,29 +75,38 @@ async def test_other_scope_types_still_get_djangos_error():
         await PooledThreadASGIHandler()({"type": "websocket"}, None, None)
 
 
+class WatchedPool(ThreadPool):
+    """A ThreadPool that tells when an executor has come back (or been let go)."""
+
+    def __init__(self, keep: int) -> None:
+        super().__init__(keep)
+        self.returns = threading.Semaphore(0)
+
+    def _put(self, executor) -> None:
+        super()._put(executor)
+        self.returns.release()
+
+
 def test_an_executor_returns_to_the_pool_only_once_the_work_left_on_it_is_done():
-    pool = ThreadPool(keep=4)
+    pool = WatchedPool(keep=4)
     executor = pool.acquire()
     leftover = threading.Event()
     executor.submit(leftover.wait, 10)  # a sync call whose request was cancelled keeps running
     pool.release(executor)
+    assert not pool.returns.acquire(timeout=0.2)
     assert pool.idle == 0  # not lent to the next request while busy
     leftover.set()
-    executor.submit(lambda: None).result(5)
-    for _ in range(100):
-        if pool.idle:
-            break
-        threading.Event().wait(0.01)
+    assert pool.returns.acquire(timeout=10)
     assert pool.acquire() is executor
 
 
 def test_idle_executors_beyond_the_limit_are_shut_down():
-    pool = ThreadPool(keep=1)
+    pool = WatchedPool(keep=1)
     first, second = pool.acquire(), pool.acquire()
     assert first is not second
     for executor in (first, second):
         pool.release(executor)
-    threading.Event().wait(0.2)
+        assert pool.returns.acquire(timeout=10)
     assert pool.idle == 1
     kept = pool.acquire()
     gone = second if kept is first else first

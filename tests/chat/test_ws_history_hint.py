@@ -103,7 +103,7 @@ async def test_when_another_device_wrote_meanwhile_the_model_is_asked_again_with
     phone, laptop = await open_socket(key), await open_socket(key)
     await ask(phone, "from the phone")
     await ask(laptop, "from the laptop")  # the phone's hint is now stale
-    ollama.behaviour.first_token_delay_s = 0.5  # the stale request is still waiting for its first token
+    ollama.behaviour.first_token_delay_s = 1.5  # the stale request is still waiting for its first token
     before = len(ollama.chat_requests())
     frames = await ask(phone, "and now?")
     requests = ollama.chat_requests()[before:]
