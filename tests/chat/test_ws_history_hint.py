@@ -51,26 +51,35 @@ def stored(session_id: str = "s") -> list[tuple[str, str]]:
     )
 
 
+def hold_history_reads(monkeypatch) -> asyncio.Event:
+    """From now on, history reads wait for the returned event before they run."""
+    gate = asyncio.Event()
+    read = PostgresChatStore.history
+
+    async def held_history(self, **kwargs):
+        await gate.wait()
+        return await read(self, **kwargs)
+
+    monkeypatch.setattr(PostgresChatStore, "history", held_history)
+    return gate
+
+
+async def wait_for_requests(ollama, count: int) -> None:
+    for _ in range(500):
+        if len(ollama.chat_requests()) >= count:
+            break
+        await asyncio.sleep(0.01)
+    assert len(ollama.chat_requests()) == count
+
+
 async def test_the_next_message_reaches_the_model_before_its_history_read_returns(ollama, user_key, monkeypatch):
     _, key = await user_key()
     ws = await open_socket(key)
     await ask(ws, "first")
-
-    gate = asyncio.Event()
-    read = PostgresChatStore.history
-
-    async def slow_history(self, **kwargs):
-        await gate.wait()
-        return await read(self, **kwargs)
-
-    monkeypatch.setattr(PostgresChatStore, "history", slow_history)
+    gate = hold_history_reads(monkeypatch)
     await ws.send_json_to({"type": "message", "content": "second", "session_id": "s"})
     try:
-        for _ in range(500):  # the model is asked while the read is held back
-            if len(ollama.chat_requests()) == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert len(ollama.chat_requests()) == 2
+        await wait_for_requests(ollama, 2)  # the model is asked while the read is held back
         assert ollama.chat_requests()[1].body["messages"] == [SYSTEM, user("first"), echo("first"), user("second")]
         assert await ws.receive_nothing(timeout=0.3)  # nothing is relayed before the read has checked the hint
     finally:
@@ -141,21 +150,10 @@ async def test_a_disconnect_while_the_read_checks_the_hint_closes_the_upstream_r
     _, key = await user_key()
     ws = await open_socket(key)
     await ask(ws, "first")
-    gate = asyncio.Event()
-    read = PostgresChatStore.history
-
-    async def held_history(self, **kwargs):
-        await gate.wait()
-        return await read(self, **kwargs)
-
-    monkeypatch.setattr(PostgresChatStore, "history", held_history)
+    gate = hold_history_reads(monkeypatch)
     ollama.behaviour.first_token_delay_s = 5  # the request is still open when the socket goes
     await ws.send_json_to({"type": "message", "content": "second", "session_id": "s"})
-    for _ in range(500):
-        if len(ollama.chat_requests()) == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert len(ollama.chat_requests()) == 2
+    await wait_for_requests(ollama, 2)
     await asyncio.wait_for(ws.disconnect(), 5)  # the consumer stops its reply and returns
     assert await ollama.last_chat_hung_up()
     gate.set()
