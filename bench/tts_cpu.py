@@ -130,7 +130,7 @@ def measure_ws_chat(*, model: Path, rate: float, runs: int) -> dict:
             call_command("migrate", verbosity=0)
             from django.contrib.auth import get_user_model
 
-            from chat.api_keys import api_key_create
+            from accounts.api_keys import api_key_create
 
             user = get_user_model().objects.create_user(username="bench")
             _, key = api_key_create(owner=user, name="bench", scopes="chat,tts")

@@ -18,10 +18,11 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
-from chat.auth import Principal, auth_for
-from chat.errors import EvaError
+from accounts.auth import Principal, auth_for
+from accounts.errors import EvaError
 from chat.generation import ChatGeneration, ChatRequest
-from chat.models import ChatSession, Scope
+from accounts.models import Scope
+from chat.models import ChatSession
 from chat.selectors import session_messages, session_of, sessions_of
 from chat.services import session_clear, session_create, session_delete, session_id_validate, session_rename
 

@@ -19,9 +19,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 from chat.generation import ChatGeneration, ChatRequest, content_validate
-from chat.models import Scope
+from accounts.models import Scope
 from chat.services import session_clear, session_id_validate
 
 logger = logging.getLogger("chat.consumers")

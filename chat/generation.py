@@ -20,11 +20,11 @@ from typing import Any, Protocol
 from django.conf import settings
 from django.utils import timezone
 
-from chat.errors import EvaError, InvalidInput
+from accounts.errors import EvaError, InvalidInput
 from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
-from chat.ratelimit import rate_limit_check
+from accounts.ratelimit import rate_limit_check
 from chat.services import llm_messages, session_id_validate, title_from
 from chat.store import chat_store
 from metrics.models import Status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from chat.errors import NotFound
+from accounts.errors import NotFound
 from chat.models import ChatMessage, ChatSession
 
 

@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from chat.errors import InvalidInput
+from accounts.errors import InvalidInput
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_of
 

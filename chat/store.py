@@ -4,7 +4,7 @@ A turn reads the conversation's history before the model is asked, stores the us
 while the model starts, and stores the reply (moving the conversation's `updated_at`) at the end.
 
 - On Postgres these are three single statements run on the event loop through the async
-  psycopg pool of evaproject.asyncdb: no hop to an executor thread and back, no ORM query
+  psycopg pool of accounts.asyncdb: no hop to an executor thread and back, no ORM query
   building. On this 2-vCPU machine a request's CPU went from 18.4 to 9.6 ms (bench/RESULTS.md).
 - On any other database (the embedded SQLite default) the same three operations run through
   the ORM functions of chat.services / chat.selectors in executor threads.
@@ -24,7 +24,7 @@ from django.utils import timezone
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_history
 from chat.services import chat_turn_begin, chat_turn_finish, title_from
-from evaproject import asyncdb
+from accounts import asyncdb
 
 
 class ChatStore(Protocol):
@@ -105,7 +105,7 @@ WHERE id = %(session_pk)s
 
 
 class PostgresChatStore:
-    """Postgres only: the three statements on the event loop (evaproject.asyncdb)."""
+    """Postgres only: the three statements on the event loop (accounts.asyncdb)."""
 
     async def history(self, *, owner_id: int, session_id: str, turns: int) -> list[dict[str, str]]:
         if turns <= 0:

@@ -1,4 +1,4 @@
-"""Page URLs of the chat app: the chat at "/", the API keys page, log in, log out, sign up."""
+"""Page URLs of the chat app: the chat at "/"."""
 
 from django.urls import path
 
@@ -6,10 +6,4 @@ from chat import views
 
 urlpatterns = [
     path("", views.chat_page, name="chat-page"),
-    path("keys/", views.keys_page, name="keys-page"),
-    path("login/", views.LoginView.as_view(), name="login"),
-    path("logout/", views.LogoutView.as_view(), name="logout"),
-    # Always routed, so that turning SIGNUP_ENABLED on or off needs no URL reload; the view
-    # answers 404 while sign-up is off.
-    path("signup/", views.signup, name="signup"),
 ]

@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat.errors import EvaError, RateLimited
+from accounts.errors import EvaError, RateLimited
 
 logger = logging.getLogger("evaproject.api")
 
@@ -89,7 +89,7 @@ def register_routers() -> None:
     """Attach every app's router once (called from urls.py)."""
     from chat.api import legacy_router
     from chat.api import router as chat_router
-    from chat.keys_api import router as keys_router
+    from accounts.keys_api import router as keys_router
     from metrics.api import router as metrics_router
     from voice.api import router as voice_router
 

@@ -16,7 +16,7 @@ django_asgi_app = PooledThreadASGIHandler()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from chat.middleware import WebsocketAuthMiddleware  # noqa: E402
+from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from voice.config import TTS_CHANNEL  # noqa: E402
 from voice.worker import TTSWorkerConsumer  # noqa: E402

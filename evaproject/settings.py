@@ -114,6 +114,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "ninja",
+    "accounts",
     "chat",
     "voice",
     "metrics",

@@ -16,6 +16,7 @@ urlpatterns = [
     # The pages first: a NinjaAPI always adds a root view ("api-root") at its own prefix,
     # which for the legacy API at "" would shadow the chat page at "/".
     path("", include("chat.urls")),
+    path("", include("accounts.urls")),
     path("", legacy_api.urls),
     path("", include("metrics.urls")),
     path("", include("voice.urls")),

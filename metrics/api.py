@@ -12,9 +12,9 @@ from typing import Any
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router
 
-from chat.auth import Principal, auth_for
-from chat.errors import NotFound
-from chat.models import Scope
+from accounts.auth import Principal, auth_for
+from accounts.errors import NotFound
+from accounts.models import Scope
 from metrics.export import metrics_csv_chunks
 from metrics.report import LatencyReport, MetricFilters
 from metrics.schemas import LatencyQuery, LatencyReportOut

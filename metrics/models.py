@@ -28,7 +28,7 @@ class RequestMetric(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     request_id = models.CharField(max_length=36, blank=True, default="")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    api_key = models.ForeignKey("chat.ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
+    api_key = models.ForeignKey("accounts.ApiKey", null=True, blank=True, on_delete=models.SET_NULL)
     session_id = models.CharField(max_length=100, blank=True, default="")
     channel = models.CharField(max_length=8, choices=Channel.choices)
     backend = models.CharField(max_length=32, blank=True, default="")

@@ -6,7 +6,7 @@ database. The task lets a batch gather for METRICS_BATCH_WAIT_S (or until BATCH_
 writing: under load one INSERT carries many requests instead of one transaction each (at 50
 streams the rows had cost 0.6 ms of CPU per reply; bench/RESULTS.md). `flush_metrics` writes
 what is queued at once and waits for it (tests, shutdown). On Postgres the batch goes through
-the event loop's async pool (evaproject.asyncdb), elsewhere through the ORM in an executor
+the event loop's async pool (accounts.asyncdb), elsewhere through the ORM in an executor
 thread.
 """
 
@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 
-from evaproject import asyncdb
+from accounts import asyncdb
 from metrics.models import RequestMetric
 
 logger = logging.getLogger("metrics.recorder")

@@ -24,8 +24,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from chat.errors import InvalidInput
-from chat.models import ApiKey
+from accounts.errors import InvalidInput
+from accounts.models import ApiKey
 from metrics.models import Channel, RequestMetric, Status
 from metrics.report import (
     Average,

@@ -12,7 +12,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from chat.errors import InvalidInput
+from accounts.errors import InvalidInput
 from metrics import charts
 from metrics.forms import METRIC_CHOICES, METRIC_LABELS, LatencyFilterForm
 from metrics.models import Channel

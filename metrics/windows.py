@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from chat.errors import InvalidInput
+from accounts.errors import InvalidInput
 
 PRESET_WINDOWS = ("15m", "1h", "24h", "7d")
 DEFAULT_WINDOW = "24h"

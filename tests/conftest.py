@@ -44,7 +44,7 @@ def user_key():
     """`await user_key("alice")` → (user, plaintext key with chat+tts scopes)."""
     from asgiref.sync import sync_to_async
 
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
 
     @sync_to_async
     def make(username: str = "alice", scopes: str = "chat,tts"):
@@ -75,7 +75,7 @@ async def _close_db_connections_opened_by_async_code():
 
     from chat.generation import drain_background_writes
     from chat.llm.ollama import close_shared_client
-    from evaproject.asyncdb import close_async_pool
+    from accounts.asyncdb import close_async_pool
     from metrics.recorder import stop_metric_writer
 
     await drain_background_writes()

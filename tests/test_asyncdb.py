@@ -1,4 +1,4 @@
-"""evaproject.asyncdb: statements of concurrent requests go out together, and fail alone."""
+"""accounts.asyncdb: statements of concurrent requests go out together, and fail alone."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 import pytest
 
-from evaproject import asyncdb
+from accounts import asyncdb
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
-from chat.auth import Principal, auth_for
-from chat.models import Scope
+from accounts.auth import Principal, auth_for
+from accounts.models import Scope
 from voice import client
 from voice.services import tts_speak
 

@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 from voice.config import TTS_CHANNEL, engine_config, transport_name
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.local_worker import LocalWorker

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 
 
 class TTSUnavailable(EvaError):

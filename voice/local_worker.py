@@ -25,7 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.synthesis import EngineConfig
 

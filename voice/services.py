@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from chat.errors import EvaError
-from chat.ratelimit import rate_limit_check
+from accounts.errors import EvaError
+from accounts.ratelimit import rate_limit_check
 from metrics.recorder import record_metric
 from voice import client
 from voice.synthesis import Synthesis

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 from voice.errors import InvalidText, TTSUnavailable
 from voice.speech_splitter import SpeechSplitter
 from voice.synthesis import Synthesis

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from channels.consumer import AsyncConsumer
 from django.core.cache import cache
 
-from chat.errors import EvaError
+from accounts.errors import EvaError
 from voice.errors import TTSUnavailable
 from voice.synthesis import EngineConfig, Synthesis
 

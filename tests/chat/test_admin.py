@@ -6,8 +6,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.api_keys import api_key_authenticate
-from chat.models import ApiKey
+from accounts.api_keys import api_key_authenticate
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def admin_client_logged_in():
 def test_a_key_created_in_the_admin_is_shown_once_and_works(admin_client_logged_in):
     client, admin = admin_client_logged_in
     response = client.post(
-        "/admin/chat/apikey/add/", {"owner": admin.pk, "name": "ops", "scopes": ["chat", "metrics"]}, follow=True
+        "/admin/accounts/apikey/add/", {"owner": admin.pk, "name": "ops", "scopes": ["chat", "metrics"]}, follow=True
     )
     assert response.status_code == 200
     messages = [str(m) for m in response.context["messages"]]
@@ -31,19 +31,19 @@ def test_a_key_created_in_the_admin_is_shown_once_and_works(admin_client_logged_
     plaintext = shown.split(": ", 1)[1]
     key = api_key_authenticate(raw_key=plaintext, scope="metrics")
     assert key.name == "ops" and ApiKey.objects.count() == 1
-    change_page = client.get(f"/admin/chat/apikey/{key.pk}/change/").content.decode()
+    change_page = client.get(f"/admin/accounts/apikey/{key.pk}/change/").content.decode()
     secret = plaintext.split("_", 2)[2]
     assert secret not in change_page and key.hashed_secret not in change_page
-    listing = client.get("/admin/chat/apikey/").content.decode()
+    listing = client.get("/admin/accounts/apikey/").content.decode()
     assert secret not in listing and f"eva_{key.prefix}_" in listing
 
 
 def test_the_admin_revokes_keys_in_bulk(admin_client_logged_in):
     client, admin = admin_client_logged_in
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
 
     _, plaintext = api_key_create(owner=admin, name="old", scopes="chat")
     key = ApiKey.objects.get()
-    client.post("/admin/chat/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+    client.post("/admin/accounts/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     key.refresh_from_db()
     assert key.revoked_at is not None

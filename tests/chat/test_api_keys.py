@@ -11,10 +11,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from chat import api_keys
-from chat.api_keys import api_key_authenticate, api_key_create, api_key_revoke
-from chat.errors import AuthenticationFailed, NotFound, PermissionDenied
-from chat.models import ApiKey
+from accounts import api_keys
+from accounts.api_keys import api_key_authenticate, api_key_create, api_key_revoke
+from accounts.errors import AuthenticationFailed, NotFound, PermissionDenied
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db
 

@@ -11,10 +11,10 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from chat import api_keys
-from chat.api_keys import api_key_authenticate_async, api_key_create, api_key_revoke
-from chat.errors import AuthenticationFailed, PermissionDenied
-from chat.models import ApiKey
+from accounts import api_keys
+from accounts.api_keys import api_key_authenticate_async, api_key_create, api_key_revoke
+from accounts.errors import AuthenticationFailed, PermissionDenied
+from accounts.models import ApiKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ import websockets
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
-from chat.api_keys import api_key_create
+from accounts.api_keys import api_key_create
 from chat.models import ChatMessage
 from tests.live_server import ROOT, start_daphne, stop_process
 

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 
-from chat.api_keys import api_key_create
+from accounts.api_keys import api_key_create
 from tests.chat.wsclient import receive_until, ws_with_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _own_counters(settings):
     # Counters live in Redis across tests and runs: a fresh prefix gives each test its own.
     settings.CHANNEL_LAYER_PREFIX = f"rl-{uuid.uuid4().hex[:8]}"
-    from chat.ratelimit import reset_rate_limits
+    from accounts.ratelimit import reset_rate_limits
 
     reset_rate_limits()
     yield
@@ -76,7 +76,7 @@ async def test_the_socket_gets_a_rate_limited_frame_and_stays_open(ollama, user_
 
 
 async def test_a_redis_that_does_not_answer_gives_503_rate_limit_unavailable(ollama, user_key, settings, monkeypatch):
-    from chat import ratelimit
+    from accounts import ratelimit
     from chat.models import ChatMessage
 
     async def silent(reader, writer):  # accepts the connection, never answers
@@ -134,7 +134,7 @@ def store(request, settings):
 
 
 async def outcomes(checks) -> list[str]:
-    from chat.errors import RateLimited
+    from accounts.errors import RateLimited
 
     results = await asyncio.gather(*checks, return_exceptions=True)
     for result in results:
@@ -144,7 +144,7 @@ async def outcomes(checks) -> list[str]:
 
 
 async def test_a_request_refused_by_one_limit_does_not_use_up_the_other(settings, store):
-    from chat.ratelimit import rate_limit_check
+    from accounts.ratelimit import rate_limit_check
 
     settings.RATE_LIMIT_PER_KEY = "2/minute"
     settings.RATE_LIMIT_PER_USER = "3/minute"
@@ -157,7 +157,7 @@ async def test_a_request_refused_by_one_limit_does_not_use_up_the_other(settings
 
 
 async def test_parallel_checks_are_exact_and_go_to_redis_in_one_round_trip(settings, store):
-    from chat import ratelimit
+    from accounts import ratelimit
 
     settings.RATE_LIMIT_PER_KEY = "7/minute"
     settings.RATE_LIMIT_PER_USER = "1000/minute"

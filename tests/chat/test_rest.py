@@ -139,7 +139,7 @@ async def test_an_upstream_failure_after_tokens_is_502_and_the_partial_is_kept(o
 
 
 def test_conversations_lifecycle_over_rest(alice):
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
 
     key = api_key_create(owner=alice, name="k", scopes="chat")[1]
     client = Client(HTTP_X_API_KEY=key)
@@ -157,7 +157,7 @@ def test_conversations_lifecycle_over_rest(alice):
 
 
 def test_messages_are_paginated_oldest_first(alice):
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
     from chat.services import chat_turn_begin, chat_turn_finish
 
     for i in range(5):
@@ -173,7 +173,7 @@ def test_messages_are_paginated_oldest_first(alice):
 
 
 def test_nobody_reads_another_users_conversation(alice, bob):
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
     from chat.services import chat_turn_begin
 
     chat_turn_begin(owner_id=alice.pk, session_id="default", content="alice's secret", request_id="1")

@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from chat.api_keys import api_key_create
+from accounts.api_keys import api_key_create
 from tests.chat.wsclient import ws_with_key, ws_with_session
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from chat.api_keys import api_key_create
+from accounts.api_keys import api_key_create
 from metrics.models import RequestMetric
 
 

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from django.test import AsyncClient, Client
 
-from chat.api_keys import api_key_create
+from accounts.api_keys import api_key_create
 from metrics.selectors import latency_report, metric_filters
 from tests.metrics.generated import generated_rows
 
 # Transactional: a request's API-key authentication returns its pooled connection at once
-# (chat.auth), which a test wrapped in one transaction would not survive.
+# (accounts.auth), which a test wrapped in one transaction would not survive.
 pytestmark = pytest.mark.django_db(transaction=True)
 LATENCY = "/api/v1/metrics/latency"
 CSV = "/api/v1/metrics/export.csv"

@@ -76,7 +76,7 @@ def test_rows_queued_on_a_loop_that_shuts_down_are_still_written(settings):
         await close_async_pool()
         return count
 
-    from evaproject.asyncdb import close_async_pool
+    from accounts.asyncdb import close_async_pool
 
     asyncio.run(one_request())  # ends at once: asyncio.run cancels the waiting writer
     assert asyncio.run(written()) == 1

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from chat.errors import InvalidInput
+from accounts.errors import InvalidInput
 from metrics.selectors import (
     latency_groups,
     latency_histograms,
@@ -147,7 +147,7 @@ def test_an_unknown_channel_is_refused():
 
 @pytest.mark.django_db
 def test_groups_by_user_and_key_are_labelled_with_names(add_metrics, alice, now):
-    from chat.api_keys import api_key_create
+    from accounts.api_keys import api_key_create
 
     key, _ = api_key_create(owner=alice, name="phone", scopes="chat")
     add_metrics(created_at=now - timedelta(minutes=1), user=alice, api_key=key)

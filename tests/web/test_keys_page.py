@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from playwright.async_api import expect
 
-from chat.models import ApiKey
+from accounts.models import ApiKey
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
 

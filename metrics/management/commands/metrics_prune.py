@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from chat.errors import InvalidInput
+from accounts.errors import InvalidInput
 from metrics.models import RequestMetric
 from metrics.services import DEFAULT_PRUNE_BATCH, metrics_prune
 from metrics.windows import parse_duration

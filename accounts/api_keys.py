@@ -19,9 +19,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 from django.utils import timezone
 
-from chat.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
-from chat.models import ApiKey, Scope
-from evaproject import asyncdb
+from accounts.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from accounts.models import ApiKey, Scope
+from accounts import asyncdb
 
 KEY_PREFIX = "eva"
 PREFIX_BYTES = 6  # 12 hex characters: collisions are retried on create
@@ -84,7 +84,7 @@ def api_key_authenticate(*, raw_key: str | None, scope: str | None = None) -> Ap
 
 async def api_key_authenticate_async(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
     """api_key_authenticate for async views: on Postgres, two plain statements on the event loop
-    (evaproject.asyncdb) instead of the ORM in a thread; the same checks and errors."""
+    (accounts.asyncdb) instead of the ORM in a thread; the same checks and errors."""
     if not asyncdb.async_db_enabled():
         return await database_sync_to_async(api_key_authenticate)(raw_key=raw_key, scope=scope)
     prefix, secret = _split_key(_required(raw_key))

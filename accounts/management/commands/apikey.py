@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from chat.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
-from chat.errors import EvaError
+from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
+from accounts.errors import EvaError
 
 
 class Command(BaseCommand):

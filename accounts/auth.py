@@ -15,9 +15,9 @@ from django.db import close_old_connections, connection
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
-from chat.api_keys import api_key_authenticate, api_key_authenticate_async
-from chat.errors import PermissionDenied
-from chat.models import ApiKey, Scope
+from accounts.api_keys import api_key_authenticate, api_key_authenticate_async
+from accounts.errors import PermissionDenied
+from accounts.models import ApiKey, Scope
 
 
 @dataclass(frozen=True)

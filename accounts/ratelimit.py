@@ -4,7 +4,7 @@ With REDIS_URL set, the counts live in Redis, so that every process and every pa
 share one exact count: a Lua script checks both of a request's limits and, only when both
 allow it, counts the request in both, atomically. A request refused by one limit does not use
 up the other. The scripts of concurrent requests of one event loop go to Redis together, one
-pipeline per batch (evaproject.batching): at 50 chat streams, one round trip per request cost
+pipeline per batch (accounts.batching): at 50 chat streams, one round trip per request cost
 more CPU than the rest of the rate limit. Without Redis, the `limits` library's moving window
 in process memory does the same for one process (REDIS_URL empty, the embedded default).
 
@@ -28,8 +28,8 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from chat.errors import EvaError, RateLimited
-from evaproject.batching import Batcher, settle
+from accounts.errors import EvaError, RateLimited
+from accounts.batching import Batcher, settle
 
 REDIS_TIMEOUT_S = 5.0
 

@@ -7,9 +7,9 @@ from datetime import datetime
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
-from chat.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
-from chat.auth import BrowserSessionAuth
-from chat.models import ApiKey, Scope
+from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
+from accounts.auth import BrowserSessionAuth
+from accounts.models import ApiKey, Scope
 
 # Keys are managed from a logged-in browser session only: a leaked key must not be able
 # to mint more keys.

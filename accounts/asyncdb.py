@@ -7,7 +7,7 @@ async psycopg pool per event loop instead, on the connection settings of Django'
 database. Only on Postgres, and only while DATABASE_ASYNC is on; `async_db_enabled()` tells
 callers whether to take this path or the ORM one.
 
-`execute()` sends statements together (evaproject.batching): those that concurrent requests of
+`execute()` sends statements together (accounts.batching): those that concurrent requests of
 one loop issue while a batch is out go in the next one, pipelined on one connection (one round
 trip, one commit) instead of one pool checkout and one round trip each, which at 50 chat
 streams cost three times the CPU (bench/RESULTS.md). A batch is one implicit transaction: when
@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from evaproject.batching import Batcher, settle
+from accounts.batching import Batcher, settle
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()

@@ -18,9 +18,9 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from chat.api_keys import api_key_authenticate_async
-from chat.errors import EvaError
-from chat.models import Scope
+from accounts.api_keys import api_key_authenticate_async
+from accounts.errors import EvaError
+from accounts.models import Scope
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:
