@@ -10,7 +10,7 @@ as medians: the server's CPU per reply (user + system, /proc), its Postgres comm
 (pg_stat_database), and the clients' TTFT p50 / p99, with the direct-to-stand-in TTFT of the
 same round as the baseline.
 
-Run: .venv/bin/python bench/chat_compare.py --before d7992ed [--server daphne|uvicorn] [--path ws|sse]
+Run: .venv/bin/python bench/chat_compare.py --before d7992ed [--server daphne|uvicorn] [--path ws|ws-new|sse]
      [--rounds 3] [--streams 50] [--requests 20]
 """
 
@@ -49,7 +49,10 @@ async def one(side: str, root: Path, args: argparse.Namespace, env: dict[str, st
     try:
         await measure("ws", 4, 2, ollama_url=ollama_url, eva_url=url, key=key)  # warm-up
         commits_before, cpu_before = commits(), cpu_seconds(server.pid)
-        run = await measure(args.path, args.streams, args.requests, ollama_url=ollama_url, eva_url=url, key=key)
+        sse_path = args.sse_path_before if side.startswith("before") else args.sse_path_now
+        run = await measure(
+            args.path, args.streams, args.requests, ollama_url=ollama_url, eva_url=url, key=key, sse_path=sse_path
+        )
         cpu = cpu_seconds(server.pid) - cpu_before
         replies = max(1, len(run.samples))
         per_reply_commits = (commits() - commits_before) / replies
@@ -99,7 +102,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="EVA now against an earlier commit, side by side")
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
-    parser.add_argument("--path", choices=["ws", "sse"], default="ws", help="/ws/chat or POST /api/v1/chat with stream")
+    parser.add_argument("--path", choices=["ws", "ws-new", "sse"], default="ws",
+                        help="/ws/chat on kept sockets, /ws/chat with a new socket per message, or SSE")
+    parser.add_argument("--sse-path-before", default="/api/v1/chat", help="the earlier commit's SSE URL path")
+    parser.add_argument("--sse-path-now", default="/api/v1/chat/stream", help="this checkout's SSE URL path")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--streams", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20)

@@ -176,14 +176,41 @@ async def ws_conversation(ws: Any, index: int, requests: int, run: Run) -> None:
             run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
 
 
-async def sse_conversation(client: aiohttp.ClientSession, url: str, key: str, index: int, requests: int, run: Run) -> None:
+async def ws_new_socket_conversation(ws_url: str, key: str, index: int, requests: int, run: Run) -> None:
+    """A mobile client that reconnects: a new socket for every message, the handshake included in TTFT."""
+    await staggered()
+    for turn in range(requests):
+        start = time.perf_counter()
+        first = last = None
+        count = 0
+        async with websockets.connect(ws_url, additional_headers={"X-API-Key": key}, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"s{index}"}))
+            async for message in ws:
+                frame = json.loads(message)
+                if frame["type"] == "token":
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    count += 1
+                elif frame["type"] == "end":
+                    break
+                elif frame["type"] == "error":
+                    run.errors += 1
+                    break
+        if first is not None:
+            run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+
+
+async def sse_conversation(
+    client: aiohttp.ClientSession, url: str, key: str, index: int, requests: int, run: Run, path: str = "/api/v1/chat"
+) -> None:
     await staggered()
     for turn in range(requests):
         start = time.perf_counter()
         first = last = None
         count = 0
         body = {"message": f"c{index} r{turn}", "session_id": f"s{index}", "stream": True}
-        async with client.post(f"{url}/api/v1/chat", json=body, headers={"X-API-Key": key}) as response:
+        async with client.post(f"{url}{path}", json=body, headers={"X-API-Key": key}) as response:
             if response.status != 200:
                 run.errors += 1
                 await response.read()
@@ -201,7 +228,10 @@ async def sse_conversation(client: aiohttp.ClientSession, url: str, key: str, in
             run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
 
 
-async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str, eva_url: str, key: str) -> Run:
+async def measure(
+    kind: str, concurrency: int, requests: int, *, ollama_url: str, eva_url: str, key: str, sse_path: str = "/api/v1/chat"
+) -> Run:
+    """kind: direct (the stand-in alone), ws (kept sockets), ws-new (a new socket per message), sse."""
     run = Run(kind, concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency + 10)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
@@ -214,6 +244,13 @@ async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str
                     except Exception:
                         run.errors += 1
             await asyncio.gather(*(loop(i) for i in range(concurrency)))
+        elif kind == "ws-new":
+            ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
+            results = await asyncio.gather(
+                *(ws_new_socket_conversation(ws_url, key, i, requests, run) for i in range(concurrency)),
+                return_exceptions=True,
+            )
+            run.errors += sum(1 for r in results if isinstance(r, BaseException))
         elif kind.startswith("ws"):
             # The sockets are opened first: handshakes are not what is measured.
             ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
@@ -227,7 +264,7 @@ async def measure(kind: str, concurrency: int, requests: int, *, ollama_url: str
             await asyncio.gather(*(ws.close() for ws in sockets))
         else:
             results = await asyncio.gather(
-                *(sse_conversation(client, eva_url, key, i, requests, run) for i in range(concurrency)),
+                *(sse_conversation(client, eva_url, key, i, requests, run, sse_path) for i in range(concurrency)),
                 return_exceptions=True,
             )
             run.errors += sum(1 for r in results if isinstance(r, BaseException))
