@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.api_keys import ALL_SCOPES, api_key_create, key_display
 from accounts.models import ApiKey
 
+# Django's admin and form classes are generic only in django-stubs: subscripted for the type
+# checker alone, since subscripting them at run time needs django_stubs_ext to patch them.
+if TYPE_CHECKING:
+    _ApiKeyForm = forms.ModelForm[ApiKey]
+    _ApiKeyModelAdmin = admin.ModelAdmin[ApiKey]
+else:
+    _ApiKeyForm = forms.ModelForm
+    _ApiKeyModelAdmin = admin.ModelAdmin
 
-class ApiKeyCreationForm(forms.ModelForm):
+
+class ApiKeyCreationForm(_ApiKeyForm):
     scopes = forms.MultipleChoiceField(choices=[(s, s) for s in ALL_SCOPES], widget=forms.CheckboxSelectMultiple)
 
     class Meta:
@@ -22,7 +32,7 @@ class ApiKeyCreationForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_ApiKeyModelAdmin):
     list_display = ["name", "owner", "display", "scopes", "created_at", "last_used_at", "expires_at", "revoked_at"]
     list_filter = ["revoked_at"]
     search_fields = ["name", "prefix", "owner__username"]
@@ -34,12 +44,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def display(self, obj: ApiKey) -> str:
         return key_display(obj)
 
-    def get_form(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any
+    ) -> type[_ApiKeyForm]:
         if obj is None:
             kwargs["form"] = ApiKeyCreationForm
-        return super().get_form(request, obj, **kwargs)
+        return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         if obj is None:
             return []
         return ["owner", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
@@ -64,6 +76,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke selected keys")
-    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} key(s).")

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -19,9 +21,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts import asyncdb
 from accounts.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from accounts.models import ApiKey, Scope
-from accounts import asyncdb
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 KEY_PREFIX = "eva"
 PREFIX_BYTES = 6  # 12 hex characters: collisions are retried on create
@@ -33,11 +38,17 @@ def _hash_secret(secret: str) -> str:
     return hmac.new(settings.API_KEY_HASH_SECRET.encode(), secret.encode(), hashlib.sha256).hexdigest()
 
 
+# What api_key_create makes (a hex prefix, a URL-safe secret without "_"), with room to spare.
+# Anything else never reaches the database: a NUL byte, for one, fails a Postgres query but
+# not a SQLite one.
+_KEY_PATTERN = re.compile(rf"{KEY_PREFIX}_([A-Za-z0-9]{{1,16}})_([A-Za-z0-9-]{{1,128}})")
+
+
 def _split_key(raw_key: str) -> tuple[str, str]:
-    parts = raw_key.strip().split("_")
-    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+    match = _KEY_PATTERN.fullmatch(raw_key.strip()) if isinstance(raw_key, str) else None
+    if match is None:
         raise AuthenticationFailed("The API key is malformed.", code="invalid_api_key")
-    return parts[1], parts[2]
+    return match[1], match[2]
 
 
 def parse_scopes(scopes: Iterable[str] | str) -> list[str]:
@@ -46,7 +57,9 @@ def parse_scopes(scopes: Iterable[str] | str) -> list[str]:
     cleaned = sorted({item.strip().lower() for item in items if item and item.strip()})
     unknown = [item for item in cleaned if item not in ALL_SCOPES]
     if unknown:
-        raise InvalidInput(f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(ALL_SCOPES)}.", code="invalid_scope")
+        raise InvalidInput(
+            f"Unknown scope(s): {', '.join(unknown)}. Known: {', '.join(ALL_SCOPES)}.", code="invalid_scope"
+        )
     if not cleaned:
         raise InvalidInput("A key needs at least one scope.", code="invalid_scope")
     return cleaned
@@ -68,7 +81,12 @@ def api_key_create(
         if not ApiKey.objects.filter(prefix=prefix).exists():
             break
     key = ApiKey.objects.create(
-        owner=owner, name=name, prefix=prefix, hashed_secret=_hash_secret(secret), scopes=scope_list, expires_at=expires_at
+        owner=cast("User", owner),  # the stubs type the relation with Django's default user model
+        name=name,
+        prefix=prefix,
+        hashed_secret=_hash_secret(secret),
+        scopes=scope_list,
+        expires_at=expires_at,
     )
     return key, f"{KEY_PREFIX}_{prefix}_{secret}"
 
@@ -99,15 +117,18 @@ async def api_key_authenticate_async(*, raw_key: str | None, scope: str | None =
 
 def _required(raw_key: str | None) -> str:
     if not raw_key:
-        raise AuthenticationFailed("An API key is required (X-API-Key or Authorization: Bearer).", code="missing_api_key")
+        raise AuthenticationFailed(
+            "An API key is required (X-API-Key or Authorization: Bearer).", code="missing_api_key"
+        )
     return raw_key
 
 
 _KEY_FIELDS = list(ApiKey._meta.concrete_fields)
 _USER_FIELDS = list(get_user_model()._meta.concrete_fields)
 _KEY_WITH_OWNER_SQL = (
-    f"SELECT {', '.join('k.' + f.column for f in _KEY_FIELDS)}, {', '.join('u.' + f.column for f in _USER_FIELDS)} "
-    f"FROM {ApiKey._meta.db_table} k JOIN {get_user_model()._meta.db_table} u ON u.{get_user_model()._meta.pk.column} = k.owner_id "
+    f"SELECT {', '.join(f'k.{f.column}' for f in _KEY_FIELDS)}, {', '.join(f'u.{f.column}' for f in _USER_FIELDS)} "
+    f"FROM {ApiKey._meta.db_table} k "
+    f"JOIN {get_user_model()._meta.db_table} u ON u.{get_user_model()._meta.pk.column} = k.owner_id "
     "WHERE k.prefix = %s"
 )
 _TOUCH_SQL = (
@@ -116,7 +137,7 @@ _TOUCH_SQL = (
 )
 
 
-def _key_from_row(row: tuple) -> ApiKey:
+def _key_from_row(row: tuple[Any, ...]) -> ApiKey:
     """The key and its owner, as the ORM would load them (Model.from_db)."""
     split = len(_KEY_FIELDS)
     key = ApiKey.from_db("default", [f.attname for f in _KEY_FIELDS], row[:split])
@@ -154,15 +175,14 @@ def _needs_touch(key: ApiKey, now: datetime) -> bool:
 def _touch_last_used(key: ApiKey, *, now: datetime) -> None:
     if not _needs_touch(key, now):
         return
-    ApiKey.objects.filter(pk=key.pk).filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - _resolution())).update(
-        last_used_at=now
-    )
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - _resolution())
+    ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
 
 
 def api_key_revoke(*, owner: AbstractBaseUser, key_id: int) -> ApiKey:
     """Revoke one of `owner`'s keys (idempotent); someone else's key is NotFound."""
-    key = ApiKey.objects.filter(owner=owner, pk=key_id).first()
+    key = ApiKey.objects.filter(owner_id=owner.pk, pk=key_id).first()
     if key is None:
         raise NotFound("No such API key.")
     if key.revoked_at is None:
@@ -173,7 +193,7 @@ def api_key_revoke(*, owner: AbstractBaseUser, key_id: int) -> ApiKey:
 
 def api_keys_of(*, owner: AbstractBaseUser) -> list[ApiKey]:
     """The keys `owner` holds, newest first."""
-    return list(ApiKey.objects.filter(owner=owner).order_by("-created_at"))
+    return list(ApiKey.objects.filter(owner_id=owner.pk).order_by("-created_at"))
 
 
 def key_display(key: ApiKey) -> str:

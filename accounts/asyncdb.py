@@ -8,16 +8,23 @@ database. Only on Postgres, and only while DATABASE_ASYNC is on; `async_db_enabl
 callers whether to take this path or the ORM one.
 
 `execute()` sends statements together (accounts.batching): those that concurrent requests of
-one loop issue while a batch is out go in the next one, pipelined on one connection (one round
-trip, one commit) instead of one pool checkout and one round trip each, which at 50 chat
-streams cost three times the CPU (bench/RESULTS.md). A batch is one implicit transaction: when
-one of its statements fails, the whole batch is rolled back and its statements are run again
-one by one, so that only the failing one's caller gets the error.
+one loop issue while a batch is out go in the next one, pipelined on one connection: one round
+trip and one commit instead of one pool checkout, round trip and commit each.
+
+A statement that fails affects only its own caller, who gets its psycopg error; every other
+statement of the batch is executed once and committed. The batch is one transaction in which
+each statement stands behind a savepoint: a failure rolls back to the failing statement's
+savepoint, and the statements that PostgreSQL skipped after it (up to the pipeline's Sync) are
+sent again, never executed twice. A Sync after each statement would make each its own
+transaction instead, but psycopg waits for the results at each Sync: a round trip and a commit
+per statement. Costs of both, and of today's way against the one before: bench/RESULTS.md,
+"Batch failure isolation".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,15 +34,18 @@ from django.db import connections
 
 from accounts.batching import Batcher, settle
 
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher] = weakref.WeakKeyDictionary()
-_DJANGO_ONLY_PARAMS = ("cursor_factory", "context", "client_encoding")
-
 Params = dict[str, Any] | Sequence[Any]
 Rows = list[tuple[Any, ...]]
 
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher[tuple[str, Params], Rows]] = (
+    weakref.WeakKeyDictionary()
+)
+_DJANGO_ONLY_PARAMS = ("cursor_factory", "context", "client_encoding")
+
 
 def async_db_enabled() -> bool:
+    """Whether the hot statements go through this module (Postgres, DATABASE_ASYNC on) or the ORM."""
     return bool(settings.DATABASE_ASYNC) and connections["default"].vendor == "postgresql"
 
 
@@ -65,10 +75,18 @@ async def _run(conn: Any, sql: str, params: Params) -> Rows:
     return await cursor.fetchall() if cursor.description else []
 
 
-async def _send(batch: list[tuple[tuple[str, Params], asyncio.Future[Rows]]]) -> None:
-    """One batch of statements, pipelined on one connection (see the module's docstring).
+# Foreign keys are checked at each statement instead of at the commit (Django declares them
+# DEFERRABLE INITIALLY DEFERRED), so that a violation fails its own statement, not the commit.
+_OPEN = ("BEGIN", "SET CONSTRAINTS ALL IMMEDIATE")
 
-    An exception that leaves here (no connection, a lost one) reaches every caller of the batch.
+Entry = tuple[tuple[str, Params], asyncio.Future[Rows]]
+
+
+async def _send(batch: list[Entry]) -> None:
+    """One batch of statements on one connection (see the module's docstring).
+
+    An exception that leaves here (no connection, a lost one, a failed commit) reaches every
+    caller of the batch not answered yet: none of their statements was committed.
     """
     import psycopg
 
@@ -77,36 +95,102 @@ async def _send(batch: list[tuple[tuple[str, Params], asyncio.Future[Rows]]]) ->
             (sql, params), future = batch[0]
             settle(future, await _run(conn, sql, params))
             return
-        # Callers of one batch are concurrent: their statements may run in any order. The same
-        # statement's parameter sets go through one executemany (15-25 % less CPU per statement
-        # than one execute each, measured in isolation).
-        groups: dict[str, list[tuple[tuple[str, Params], asyncio.Future[Rows]]]] = {}
-        for entry in batch:
-            groups.setdefault(entry[0][0], []).append(entry)
         try:
-            sent = []
+            executed = await _run_isolated(conn, batch)
+        except psycopg.Error:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()  # here rather than by the pool, which would warn
+            raise
+    for future, rows in executed:
+        settle(future, rows)
+
+
+async def _run_isolated(conn: Any, batch: list[Entry]) -> list[tuple[asyncio.Future[Rows], Rows]]:
+    """Run the batch in one transaction, pipelined; each committed statement's caller and rows.
+
+    Each statement but the first stands behind a savepoint of its own. When one fails,
+    PostgreSQL skips what follows up to the pipeline's Sync: its caller gets the error, the
+    transaction goes back to that statement's savepoint (what ran before it stays) and the
+    statements that were skipped go in the next pipeline. Every statement is executed once,
+    and a batch without failures takes one round trip.
+    """
+    import psycopg
+
+    executed: list[tuple[asyncio.Future[Rows], Rows]] = []
+    opening: tuple[str, ...] = _OPEN
+    pending = list(enumerate(batch))  # (number in the batch, which names its savepoint; entry)
+    while True:
+        commands: list[Any] = []  # cursors of the round's opening commands, then of its commit
+        sent: list[tuple[int, Entry, Any]] = []
+        refused: set[int] = set()
+        errors: list[psycopg.Error] = []
+        try:
             async with conn.pipeline():
-                for sql, entries in groups.items():
-                    cursor = conn.cursor()
-                    await cursor.executemany(sql, [params for (_, params), _ in entries], returning=True)
-                    sent.append((cursor, entries))
-            results = []
-            for cursor, entries in sent:
-                for _, future in entries:
-                    results.append((future, await cursor.fetchall() if cursor.description else []))
-                    cursor.nextset()
-        except psycopg.Error as exc:
-            if conn.closed or isinstance(exc, psycopg.OperationalError):
-                raise  # the connection failed: whether the batch committed is unknown
-            # One statement failed and the batch was rolled back: each again, alone.
-            for (sql, params), future in batch:
                 try:
-                    settle(future, await _run(conn, sql, params))
-                except psycopg.Error as one:
-                    settle(future, error=one)
-            return
-        for future, rows in results:
-            settle(future, rows)
+                    for command in opening:
+                        await _queue(commands, conn.cursor(), command)
+                    savepoints = conn.cursor()
+                    for number, entry in pending:
+                        if number:  # the first statement needs none: nothing runs before it
+                            await savepoints.execute(f"SAVEPOINT eva_{number}", prepare=False)
+                        cursor = conn.cursor()
+                        sent.append((number, entry, cursor))  # before: its own failure may surface in execute()
+                        try:
+                            await cursor.execute(*entry[0])
+                        except Exception as exc:
+                            if not _refused_before_sending(exc):
+                                raise
+                            sent.pop()
+                            refused.add(number)
+                            settle(entry[1], error=exc)
+                    await _queue(commands, conn.cursor(), "COMMIT")
+                except psycopg.Error as exc:  # what is not sent yet would be skipped
+                    errors.append(_statement_error(exc))
+        except psycopg.Error as exc:
+            errors.append(_statement_error(exc))
+        if not errors:
+            executed += [(entry[1], await _rows(cursor)) for _, entry, cursor in sent]
+            return executed
+        error = next((exc for exc in errors if exc.sqlstate is not None), errors[0])
+        failed = next((i for i, (_, _, cursor) in enumerate(sent) if cursor.pgresult is None), None)
+        if failed is None or any(cursor.pgresult is None for cursor in commands[: len(opening)]):
+            # Not a statement of the batch (the commit, a rollback to a savepoint that a failure
+            # kept from being made): the transaction is lost, and with it every statement in it.
+            raise error
+        executed += [(entry[1], await _rows(cursor)) for _, entry, cursor in sent[:failed]]
+        number, entry, _ = sent[failed]
+        settle(entry[1], error=error)
+        pending = [(n, e) for n, e in pending if n > number and n not in refused]
+        opening = (f"ROLLBACK TO SAVEPOINT eva_{number}",) if number else ("ROLLBACK", *_OPEN)
+
+
+async def _queue(cursors: list[Any], cursor: Any, command: str) -> None:
+    cursors.append(cursor)
+    await cursor.execute(command)
+
+
+def _refused_before_sending(exc: Exception) -> bool:
+    """Whether psycopg refused the statement's parameters before sending it (a NUL byte in text,
+    a wrong count, a type it cannot adapt), rather than the server failing a statement."""
+    import psycopg
+
+    if not isinstance(exc, psycopg.Error):
+        return True
+    return isinstance(exc, psycopg.DataError | psycopg.ProgrammingError) and exc.sqlstate is None
+
+
+def _statement_error(exc: Exception) -> Any:
+    """`exc`, which a statement's failure raised; an error of the connection itself is re-raised."""
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.PipelineAborted):
+        raise exc
+    return exc
+
+
+async def _rows(cursor: Any) -> Rows:
+    return await cursor.fetchall() if cursor.description else []
 
 
 def _batcher() -> Batcher[tuple[str, Params], Rows]:
@@ -126,9 +210,8 @@ async def execute(sql: str, params: Params) -> Rows:
 
 async def executemany(sql: str, params_seq: Iterable[Sequence[Any]]) -> None:
     """Run one statement for each parameter set, pipelined, in one transaction."""
-    async with (await _pool()).connection() as conn:
-        async with conn.transaction():
-            await conn.cursor().executemany(sql, params_seq)
+    async with (await _pool()).connection() as conn, conn.transaction():
+        await conn.cursor().executemany(sql, params_seq)
 
 
 async def close_async_pool() -> None:

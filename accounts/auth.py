@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
 from accounts.api_keys import api_key_authenticate, api_key_authenticate_async
-from accounts.errors import PermissionDenied
+from accounts.errors import AuthenticationFailed, PermissionDenied
 from accounts.models import ApiKey, Scope
 
 
@@ -24,7 +24,7 @@ from accounts.models import ApiKey, Scope
 class Principal:
     """Who is calling: always a user, and the key they used when not a browser session."""
 
-    user: AbstractBaseUser
+    user: User
     api_key: ApiKey | None = None
 
     @property
@@ -46,24 +46,28 @@ def _authenticate_and_release(raw_key: str, scope: str) -> Principal:
     return Principal(user=api_key.owner, api_key=api_key)
 
 
-class ApiKeyHeaderAuth(APIKeyHeader):
+class _ScopedApiKeyHeader(APIKeyHeader):
     param_name = "X-API-Key"
 
     def __init__(self, scope: str) -> None:
         self.scope = scope
         super().__init__()
 
+
+class _ScopedBearer(HttpBearer):
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        super().__init__()
+
+
+class ApiKeyHeaderAuth(_ScopedApiKeyHeader):
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         if not key:
             return None  # let the next method try
         return _authenticate_and_release(key, self.scope)
 
 
-class ApiKeyBearerAuth(HttpBearer):
-    def __init__(self, scope: str) -> None:
-        self.scope = scope
-        super().__init__()
-
+class ApiKeyBearerAuth(_ScopedBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         if not token:
             return None
@@ -77,15 +81,16 @@ async def _authenticate_async(raw_key: str | None, scope: str) -> Principal | No
     return Principal(user=api_key.owner, api_key=api_key)
 
 
-class AsyncApiKeyHeaderAuth(ApiKeyHeaderAuth):
+# Siblings of the sync classes, not subclasses: an async authenticate cannot stand in for a sync one.
+class AsyncApiKeyHeaderAuth(_ScopedApiKeyHeader):
     """For async endpoints (chat): the key is checked on the event loop, not in a thread."""
 
-    async def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:  # type: ignore[override]
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         return await _authenticate_async(key, self.scope)
 
 
-class AsyncApiKeyBearerAuth(ApiKeyBearerAuth):
-    async def authenticate(self, request: HttpRequest, token: str) -> Principal | None:  # type: ignore[override]
+class AsyncApiKeyBearerAuth(_ScopedBearer):
+    async def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         return await _authenticate_async(token, self.scope)
 
 
@@ -107,6 +112,15 @@ class BrowserSessionAuth(SessionAuth):
         if self.scope == Scope.METRICS and not user.is_staff:
             raise PermissionDenied("The metrics API is for staff.", code="missing_scope")
         return Principal(user=user)
+
+
+def request_principal(request: HttpRequest) -> Principal:
+    """Who is calling: the Principal that auth_for's methods left in Ninja's `request.auth`."""
+    principal = getattr(request, "auth", None)
+    if isinstance(principal, Principal):
+        return principal
+    # Only an endpoint declared without auth_for gets here: refuse rather than act for nobody.
+    raise AuthenticationFailed("Authentication is required.")
 
 
 def auth_for(scope: str, *, for_async_view: bool = False) -> list[Any]:

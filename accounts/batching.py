@@ -10,6 +10,9 @@ next turn, with nothing to wait for.
 One batch at a time per loop: while it is out, new commands wait for the next one. That is
 what makes batches (and keeps two batches of one process from locking the same rows in
 opposite orders). A command whose caller was cancelled before its batch went out is dropped.
+`send` gives each caller its own result or error (a command that fails must fail alone:
+accounts.asyncdb does it with savepoints); an exception that leaves `send` reaches every
+caller of the batch that it has not answered.
 """
 
 from __future__ import annotations

@@ -45,3 +45,8 @@ class RateLimited(EvaError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def error_body(*, code: str, message: str, **extra: object) -> dict[str, object]:
+    """The one JSON error body of EVA's HTTP API: {"code": ..., "message": ..., **extra}."""
+    return {"code": code, "message": message, **extra}

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
 from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
-from accounts.auth import BrowserSessionAuth
+from accounts.auth import BrowserSessionAuth, request_principal
 from accounts.models import ApiKey, Scope
 
 # Keys are managed from a logged-in browser session only: a leaked key must not be able
@@ -52,22 +52,22 @@ def _serialize(key: ApiKey) -> dict[str, object]:
 
 @router.get("", response=list[KeyOut], summary="List my API keys")
 def list_keys(request: HttpRequest) -> list[dict[str, object]]:
-    return [_serialize(key) for key in api_keys_of(owner=request.auth.user)]
+    return [_serialize(key) for key in api_keys_of(owner=request_principal(request).user)]
 
 
 @router.post("", response={201: KeyCreatedOut}, summary="Create an API key (the secret is shown once)")
 def create_key(request: HttpRequest, payload: KeyIn) -> Status[dict[str, object]]:
     key, plaintext = api_key_create(
-        owner=request.auth.user, name=payload.name, scopes=payload.scopes, expires_at=payload.expires_at
+        owner=request_principal(request).user, name=payload.name, scopes=payload.scopes, expires_at=payload.expires_at
     )
     return Status(201, {**_serialize(key), "key": plaintext})
 
 
 @router.post("/{key_id}/revoke", response=KeyOut, summary="Revoke one of my API keys")
 def revoke_key(request: HttpRequest, key_id: int) -> dict[str, object]:
-    return _serialize(api_key_revoke(owner=request.auth.user, key_id=key_id))
+    return _serialize(api_key_revoke(owner=request_principal(request).user, key_id=key_id))
 
 
 @router.delete("/{key_id}", response=KeyOut, summary="Revoke one of my API keys")
 def delete_key(request: HttpRequest, key_id: int) -> dict[str, object]:
-    return _serialize(api_key_revoke(owner=request.auth.user, key_id=key_id))
+    return _serialize(api_key_revoke(owner=request_principal(request).user, key_id=key_id))

@@ -28,8 +28,8 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from accounts.errors import EvaError, RateLimited
 from accounts.batching import Batcher, settle
+from accounts.errors import EvaError, RateLimited
 
 REDIS_TIMEOUT_S = 5.0
 

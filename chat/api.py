@@ -1,32 +1,34 @@
-"""REST for mobile clients: chat (JSON or Server-Sent Events) and conversations.
+"""REST for mobile clients: chat (JSON, or Server-Sent Events) and conversations.
 
-POST /api/v1/chat answers JSON once the reply is complete, or, with `"stream": true` or
-`Accept: text/event-stream`, streams the WebSocket's frames as SSE events (`event: token`,
-`data: {...}`). Failures before the reply starts (bad input 422, rate limit 429, no backend
-503) are plain JSON errors with a status code in both modes. A client that goes away stops
-the generation: Django cancels the response, which closes the upstream request.
+POST /api/v1/chat answers JSON once the reply is complete. With `"stream": true` or
+`Accept: text/event-stream` it streams the WebSocket's frames as SSE events instead: EVA's
+ASGI router hands those requests to chat.sse.ChatStreamConsumer before Django sees them (see
+chat/sse.py, which also serves POST /api/v1/chat/stream). Failures before the reply starts
+(bad input 422, rate limit 429, no backend 503) are plain JSON errors with a status code in
+both modes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import datetime
 from typing import Any
 
-import orjson
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
-from accounts.auth import Principal, auth_for
+from accounts.auth import auth_for, request_principal
 from accounts.errors import EvaError
-from chat.generation import ChatGeneration, ChatRequest
 from accounts.models import Scope
+from chat.generation import ChatGeneration, ChatRequest
 from chat.models import ChatSession
 from chat.selectors import session_messages, session_of, sessions_of
 from chat.services import session_clear, session_create, session_delete, session_id_validate, session_rename
 
 router = Router(tags=["chat"], auth=auth_for(Scope.CHAT))
+
+# Where streamed replies are served (chat/sse.py; routed in chat/routing.py).
+CHAT_STREAM_PATH = "/api/v1/chat/stream"
 
 
 class ChatIn(Schema):
@@ -52,36 +54,28 @@ class ErrorOut(Schema):
     message: str
 
 
-def _wants_sse(request: HttpRequest, payload: ChatIn) -> bool:
+def wants_stream(request: HttpRequest, payload: ChatIn) -> bool:
+    """Whether the client asked for Server-Sent Events (the body's flag or its Accept header)."""
     return payload.stream or "text/event-stream" in request.headers.get("Accept", "")
 
 
-def _sse(frame: dict[str, Any]) -> bytes:
-    return b"event: %s\ndata: %s\n\n" % (frame["type"].encode(), orjson.dumps(frame))
-
-
 async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | dict[str, Any]:
-    """Shared by /api/v1/chat and the legacy POST /chat."""
-    principal: Principal = request.auth  # type: ignore[attr-defined]
-    sse = _wants_sse(request, payload)
-    chat_request = ChatRequest(
+    """Shared by /api/v1/chat and the legacy POST /chat: the whole reply as one JSON body."""
+    if wants_stream(request, payload):
+        # EVA's ASGI router never lets a stream request reach Django; one that did (another
+        # server setup, Django's test client) is sent where streams are served, body and all.
+        return HttpResponse(status=307, headers={"Location": CHAT_STREAM_PATH})
+    principal = request_principal(request)
+    chat_request = ChatRequest(  # validates the message and the conversation's id (422)
         user_id=principal.user_id,
         api_key_id=principal.api_key_id,
         session_id=payload.session_id,
         content=payload.message,
-        channel="sse" if sse else "rest",
+        channel="rest",
     )
     generation = ChatGeneration(chat_request)
-    frames = generation.frames()
-    try:
-        first = await anext(frames)  # raises EvaError (422/429/503) before anything is sent
-    except BaseException:
-        await frames.aclose()
-        raise
-    if sse:
-        return _sse_response(first, frames)
-    async with aclosing(frames):
-        last = first
+    last: dict[str, Any] = {}
+    async with aclosing(generation.frames()) as frames:  # raises EvaError (429/503) before the start
         async for frame in frames:
             last = frame
     if last["type"] == "error":
@@ -99,23 +93,42 @@ async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | di
     }
 
 
-def _sse_response(first: dict[str, Any], frames: AsyncIterator[dict[str, Any]]) -> StreamingHttpResponse:
-    async def events() -> AsyncIterator[bytes]:
-        async with aclosing(frames):  # type: ignore[type-var]
-            yield _sse(first)
-            async for frame in frames:
-                yield _sse(frame)
-
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+CHAT_RESPONSES: dict[int, Any] = {
+    200: ChatOut, 307: None, 413: ErrorOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut
+}
+# What Ninja cannot infer: the streamed answer, which EVA's ASGI router serves on this URL
+# (chat/sse.py). Integer keys, as Ninja's own, so that these merge into its responses.
+CHAT_OPENAPI_EXTRA: dict[str, Any] = {
+    "responses": {
+        200: {
+            "description": "The reply: JSON, or with stream=true / Accept: text/event-stream, Server-Sent Events",
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "Per event, `event: start|token|end|error` and `data:` the WebSocket's frame"
+                        " as JSON; every stream ends with `end` or `error`.",
+                    }
+                }
+            },
+        },
+        307: {"description": f"Only outside EVA's ASGI application: a stream request, sent to {CHAT_STREAM_PATH}"},
+        413: {"description": "The body is over DATA_UPLOAD_MAX_MEMORY_SIZE (code request_too_large)"},
+    }
+}
 
 
 @router.post(
     "/chat",
-    response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut},
+    response=CHAT_RESPONSES,
     summary="Send a message; JSON reply, or SSE with stream=true / Accept: text/event-stream",
+    description=(
+        "Answers JSON once the reply is complete. With `\"stream\": true` in the body or"
+        " `Accept: text/event-stream`, streams the reply as Server-Sent Events instead; so does"
+        f" `POST {CHAT_STREAM_PATH}`, which takes the same body. Failures before the reply starts are"
+        " JSON errors with a status code in both modes."
+    ),
+    openapi_extra=CHAT_OPENAPI_EXTRA,
     auth=auth_for(Scope.CHAT, for_async_view=True),
 )
 async def chat(request: HttpRequest, payload: ChatIn) -> Any:
@@ -176,50 +189,51 @@ def _session_out(session: ChatSession) -> dict[str, Any]:
 
 @router.get("/sessions", response=list[SessionOut], summary="My conversations, most recent first")
 def list_sessions(request: HttpRequest) -> list[dict[str, Any]]:
-    return [_session_out(s) for s in sessions_of(owner_id=request.auth.user_id)]
+    return [_session_out(s) for s in sessions_of(owner_id=request_principal(request).user_id)]
 
 
 @router.post("/sessions", response={201: SessionOut, 409: ErrorOut}, summary="Create a conversation")
 def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
-    session = session_create(owner_id=request.auth.user_id, session_id=payload.session_id, title=payload.title)
+    owner_id = request_principal(request).user_id
+    session = session_create(owner_id=owner_id, session_id=payload.session_id, title=payload.title)
     return Status(201, _session_out(session))
 
 
 @router.get("/sessions/{session_id}", response=SessionOut, summary="One conversation")
 def get_session(request: HttpRequest, session_id: str) -> dict[str, Any]:
-    return _session_out(session_of(owner_id=request.auth.user_id, session_id=session_id_validate(session_id)))
+    owner_id = request_principal(request).user_id
+    return _session_out(session_of(owner_id=owner_id, session_id=session_id_validate(session_id)))
 
 
 @router.get("/sessions/{session_id}/messages", response=MessagesPage, summary="A page of a conversation's messages")
 def list_messages(request: HttpRequest, session_id: str, page: Query[PageParams]) -> dict[str, Any]:
-    session = session_of(owner_id=request.auth.user_id, session_id=session_id_validate(session_id))
+    session = session_of(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
     items, count = session_messages(session=session, limit=page.limit, offset=page.offset)
     return {"items": items, "count": count, "limit": page.limit, "offset": page.offset}
 
 
 @router.patch("/sessions/{session_id}", response=SessionOut, summary="Rename a conversation")
 def rename_session(request: HttpRequest, session_id: str, payload: SessionPatch) -> dict[str, Any]:
-    return _session_out(session_rename(owner_id=request.auth.user_id, session_id=session_id, title=payload.title))
+    owner_id = request_principal(request).user_id
+    return _session_out(session_rename(owner_id=owner_id, session_id=session_id, title=payload.title))
 
 
 @router.delete("/sessions/{session_id}", response={204: None}, summary="Delete a conversation and its messages")
 def delete_session(request: HttpRequest, session_id: str) -> Status[None]:
-    session_delete(owner_id=request.auth.user_id, session_id=session_id)
+    session_delete(owner_id=request_principal(request).user_id, session_id=session_id)
     return Status(204, None)
 
 
 @router.post("/sessions/{session_id}/clear", response={204: None}, summary="Forget a conversation's messages")
 def clear_session(request: HttpRequest, session_id: str) -> Status[None]:
-    session_clear(owner_id=request.auth.user_id, session_id=session_id_validate(session_id))
+    session_clear(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
     return Status(204, None)
-
-
 
 
 # --- EVA's earlier FastAPI clients: POST /chat with the same body, API key only ------------
 legacy_router = Router(auth=auth_for(Scope.CHAT, for_async_view=True)[:2])
 
 
-@legacy_router.post("/chat", response={200: ChatOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut})
+@legacy_router.post("/chat", response=CHAT_RESPONSES)
 async def legacy_chat(request: HttpRequest, payload: ChatIn) -> Any:
     return await chat_reply(request, payload)

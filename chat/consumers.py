@@ -11,17 +11,18 @@ with 4401, a cookie from a foreign Origin with 4403.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import orjson
-from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.errors import EvaError
-from chat.generation import ChatGeneration, ChatRequest, content_validate
 from accounts.models import Scope
+from chat.generation import ChatGeneration, ChatRequest
 from chat.services import session_clear, session_id_validate
 
 logger = logging.getLogger("chat.consumers")
@@ -37,13 +38,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "chat-sockets-need-no-layer"
     generation: ChatGeneration | None = None
     task: asyncio.Task[None] | None = None
-    # The conversation this socket spoke in last and what its history read should return now
-    # (ChatGeneration.next_history): the next message there asks the model without waiting for it.
-    history_hint: tuple[str, list[dict[str, str]]] | None = None
 
     async def connect(self) -> None:
         await self.accept()
-        error = self.scope.get("auth_error")
+        scope: Mapping[str, Any] = self.scope  # with WebsocketAuthMiddleware's keys (accounts/ws_auth.py)
+        error = scope.get("auth_error")
         if error:
             message = (
                 "This origin may not open a session-authenticated socket."
@@ -53,27 +52,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(error, message)
             await self.close(code=4403 if error == "origin_not_allowed" else 4401)
             return
-        self.user_id = int(self.scope["user"].pk)
-        api_key = self.scope.get("api_key")
+        self.user_id = int(scope["user"].pk)
+        api_key = scope.get("api_key")
         self.api_key_id = int(api_key.pk) if api_key is not None else None
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels' own dispatch first closes stale database connections, in its one
-        # thread-sensitive thread: a thread hop before every frame, with every socket's frames
-        # queued through that one thread, on the path to the first token. This consumer reaches
-        # the ORM only through database_sync_to_async, which does that cleanup in its own thread.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-            except asyncio.CancelledError:
-                pass
 
     # --- frames in -----------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -106,27 +93,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send_json({"type": "pong"})
 
     async def on_message(self, frame: dict[str, Any]) -> None:
-        content = content_validate(frame.get("content"))
-        session_id = session_id_validate(frame.get("session_id", "default"))
+        content: Any = frame.get("content")  # anything until ChatRequest has checked it
+        request = ChatRequest(  # validates the message and the conversation's id
+            user_id=self.user_id,
+            api_key_id=self.api_key_id,
+            session_id=frame.get("session_id", "default"),
+            content=content,
+            channel="ws",
+        )
         voice = frame.get("voice", False)
         if not isinstance(voice, bool):
             await self.send_error("invalid_message", "voice must be true or false.")
             return
-        api_key = self.scope.get("api_key")
+        api_key = cast(Mapping[str, Any], self.scope).get("api_key")
         if voice and api_key is not None and not api_key.has_scope(Scope.TTS):
             await self.send_error("missing_scope", "Spoken replies need an API key with the 'tts' scope.")
             return
         if self.task is not None and not self.task.done():
             await self.send_error("busy", "A reply is still streaming: wait for its end, or send cancel first.")
             return
-        request = ChatRequest(
-            user_id=self.user_id, api_key_id=self.api_key_id, session_id=session_id, content=content, channel="ws"
-        )
         speech = self._speech(frame.get("voice_name")) if voice else None
-        hint, self.history_hint = self.history_hint, None
-        self.generation = ChatGeneration(
-            request, speech=speech, history_hint=hint[1] if hint is not None and hint[0] == session_id else None
-        )
+        self.generation = ChatGeneration(request, speech=speech)
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
@@ -135,21 +122,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error("nothing_to_cancel", "No reply is streaming.")
             return
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         if task.cancelled():  # else it had just ended and sent its own end frame
             await self.send_json(generation.end_frame("cancelled"))
 
     async def on_clear(self, frame: dict[str, Any]) -> None:
         session_id = session_id_validate(frame.get("session_id", "default"))
-        if self.task is not None and not self.task.done() and self.generation is not None:
-            if self.generation.request.session_id == session_id:
-                await self.send_error("busy", "Cancel the reply in flight before clearing its conversation.")
-                return
-        if self.history_hint is not None and self.history_hint[0] == session_id:
-            self.history_hint = None
+        streaming = self.task is not None and not self.task.done() and self.generation is not None
+        if streaming and self.generation.request.session_id == session_id:  # type: ignore[union-attr]
+            await self.send_error("busy", "Cancel the reply in flight before clearing its conversation.")
+            return
         await database_sync_to_async(session_clear)(owner_id=self.user_id, session_id=session_id)
         await self.send_json({"type": "cleared", "session_id": session_id})
 
@@ -158,16 +141,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frames = generation.frames()
         try:
             async for frame in frames:
-                if frame["type"] == "end":  # before the client can send its next message
-                    following = generation.next_history()
-                    if following is not None:
-                        self.history_hint = (generation.request.session_id, following)
                 await self.send_json(frame)
         except EvaError as exc:
             await self.send_error(exc.code, exc.message, request_id=generation.request_id)
         except Exception:
             logger.exception("chat generation %s failed", generation.request_id)
-            await self.send_error("internal_error", "Something went wrong on our side.", request_id=generation.request_id)
+            await self.send_error(
+                "internal_error", "Something went wrong on our side.", request_id=generation.request_id
+            )
         finally:
             await frames.aclose()
 

@@ -2,9 +2,10 @@
 
 `ChatGeneration.frames()` yields the protocol's frames as dicts: `start`, `token`..., then
 `end`, or an `error` frame when the backend fails after the start. Failures before the start
-(bad input, rate limit, no backend) raise EvaError instead, so that HTTP can answer with a
-status code. Closing the iterator early (cancel, disconnect) stores the partial reply and
-records the request as cancelled; the upstream HTTP request is closed with it.
+(rate limit, no backend) raise EvaError instead, so that HTTP can answer with a status code;
+bad input never gets here: a `ChatRequest` is valid by construction, and the edges build it.
+Closing the iterator early (cancel, disconnect) stores the partial reply and records the
+request as cancelled; the upstream HTTP request is closed with it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,10 +22,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.errors import EvaError, InvalidInput
-from chat.llm.base import Done, NoBackendAvailable, StreamFailed, Token
+from accounts.ratelimit import rate_limit_check
+from chat.llm.base import Chunk, Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
-from accounts.ratelimit import rate_limit_check
 from chat.services import llm_messages, session_id_validate, title_from
 from chat.store import chat_store
 from metrics.models import Status
@@ -63,11 +64,18 @@ def content_validate(content: object) -> str:
 
 @dataclass(frozen=True)
 class ChatRequest:
+    """One chat message, valid by construction: each edge (WebSocket, SSE, REST) builds it from
+    what the client sent and answers the InvalidInput it raises; the generation trusts it."""
+
     user_id: int
     api_key_id: int | None
     session_id: str
     content: str
     channel: str  # ws | rest | sse
+
+    def __post_init__(self) -> None:
+        content_validate(self.content)
+        session_id_validate(self.session_id)
 
 
 class ChatGeneration:
@@ -79,14 +87,8 @@ class ChatGeneration:
         *,
         provider: FallbackProvider | None = None,
         speech: Speech | None = None,
-        history_hint: list[dict[str, str]] | None = None,
     ) -> None:
         self.request = request
-        # What the caller expects the history read to return (the socket's previous turn): the
-        # model is asked with it at once, and the read only checks it (see _ask).
-        self.history_hint = history_hint
-        self.history: list[dict[str, str]] | None = None
-        self.complete = False  # the reply ended normally and is stored
         self.request_id = str(uuid.uuid4())
         self.provider = provider or default_provider()
         self.speech = speech
@@ -124,10 +126,8 @@ class ChatGeneration:
             "done_reason": done_reason,
         }
 
-    async def frames(self) -> AsyncIterator[dict[str, Any]]:
+    async def frames(self) -> AsyncGenerator[dict[str, Any], None]:
         request = self.request
-        content_validate(request.content)
-        session_id_validate(request.session_id)
         # The rate limit and the history read go together (the history in a task of its own, the
         # rate limit, usually the slower, in this one: no gather, one loop trip less before the
         # model is asked); the user's message is stored while the model starts (the reply's
@@ -144,7 +144,7 @@ class ChatGeneration:
         except BaseException:
             history_read.cancel()
             raise
-        stream, first = await self._ask(history_read)
+        stream = await self._ask(history_read)
         self._user_stored = asyncio.ensure_future(
             store.turn_begin(
                 owner_id=request.user_id,
@@ -156,7 +156,7 @@ class ChatGeneration:
         )
         try:
             try:
-                start = await (first if first is not None else anext(stream))
+                start = await anext(stream)
             except NoBackendAvailable as exc:
                 await self._user_stored
                 self._record(status=Status.ERROR, error_code=exc.code)
@@ -194,7 +194,8 @@ class ChatGeneration:
                 yield {
                     "type": "error",
                     "code": "upstream_error",
-                    "message": f"The model stopped in the middle of the reply ({exc.message}). The partial reply was kept.",
+                    "message": f"The model stopped in the middle of the reply ({exc.message})."
+                    " The partial reply was kept.",
                     "request_id": self.request_id,
                 }
                 return
@@ -203,7 +204,6 @@ class ChatGeneration:
             self.total_ms = self._elapsed_ms()
             self.finished = True
             await self._store_reply(status=ChatMessage.Status.COMPLETE)
-            self.complete = True
             self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
         finally:
@@ -215,54 +215,17 @@ class ChatGeneration:
                 self._record(status=Status.CANCELLED, error_code="cancelled")
                 if self.parts:
                     _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
-            await _abandon(stream, first)
+            await stream.aclose()  # and with it the upstream request
             if self._user_stored is not None and not self.parts:
                 # Nothing to store after it, but the user's message must still land.
                 _in_background(_await(self._user_stored))
 
-    async def _ask(self, history_read: asyncio.Future[list[dict[str, str]]]) -> tuple[Any, asyncio.Task[Any] | None]:
-        """Ask the model: its stream, and the task reading the stream's start when there is one.
-
-        With a history hint (a socket's next message: its previous turn's history, message and
-        reply), the model is asked before the history read returns, which takes the read off
-        the path to the first token; the read then checks the hint. Should anything else have
-        written to the conversation meanwhile (another device, a clear), that request is
-        closed before its first token is relayed and the model is asked again with the history
-        as read. Without a hint, or when the read is already back, the read comes first.
-        """
-        hint = self.history_hint
-        if hint is None or history_read.done():
-            self.history = await history_read
-            return self._stream(self.history), None
-        stream = self._stream(hint)
-        first = asyncio.ensure_future(_start(stream))
-        try:
-            self.history = await history_read
-        except BaseException:
-            await _abandon(stream, first)
-            raise
-        if self.history == hint:
-            return stream, first
-        logger.debug("chat %s: the conversation changed elsewhere; asking again with its history", self.request_id)
-        await _abandon(stream, first)
-        return self._stream(self.history), None
-
-    def _stream(self, history: list[dict[str, str]]) -> AsyncIterator[Any]:
+    async def _ask(
+        self, history_read: asyncio.Future[list[dict[str, str]]]
+    ) -> AsyncGenerator[StreamStart | Chunk, None]:
+        """Ask the model with the conversation's history once it is read: the model's stream."""
+        history = await history_read
         return self.provider.stream(llm_messages(history=history, content=self.request.content))
-
-    def next_history(self) -> list[dict[str, str]] | None:
-        """What the history read will return for this conversation's next message if nothing
-        else writes to it meanwhile (this turn's history, message and reply, as the read selects
-        them); None unless the reply ended normally and is stored."""
-        if not self.complete or self.history is None:
-            return None
-        turns = settings.LLM_HISTORY_TURNS
-        if turns <= 0:
-            return []
-        added = [{"role": "user", "content": self.request.content}]
-        if self.text:
-            added.append({"role": "assistant", "content": self.text})
-        return [*self.history, *added][-2 * turns:]
 
     async def _store_reply(self, *, status: str) -> None:
         assert self._user_stored is not None
@@ -300,21 +263,6 @@ class ChatGeneration:
             upstream_generation_ms=done.upstream_generation_ms,
             upstream_queue_ms=done.upstream_queue_ms,
         )
-
-
-async def _start(stream: AsyncIterator[Any]) -> Any:
-    return await anext(stream)
-
-
-async def _abandon(stream: Any, first: asyncio.Future[Any] | None) -> None:
-    """Close the model's stream (and its upstream request), first stopping the task reading its start."""
-    if first is not None:
-        if not first.done():
-            first.cancel()
-            await asyncio.wait([first])  # our own cancellation still propagates
-        if not first.cancelled():
-            first.exception()  # retrieved: whatever it was, this request no longer needs it
-    await stream.aclose()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -18,7 +18,11 @@ def session_of(*, owner_id: int, session_id: str) -> ChatSession:
 
 def sessions_of(*, owner_id: int) -> QuerySet[ChatSession]:
     """The owner's sessions, most recently active first, with their message counts."""
-    return ChatSession.objects.filter(owner_id=owner_id).annotate(message_count=Count("messages")).order_by("-updated_at", "-id")
+    return (
+        ChatSession.objects.filter(owner_id=owner_id)
+        .annotate(message_count=Count("messages"))
+        .order_by("-updated_at", "-id")
+    )
 
 
 def session_messages(*, session: ChatSession, limit: int, offset: int) -> tuple[list[ChatMessage], int]:

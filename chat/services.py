@@ -23,7 +23,8 @@ def session_id_validate(session_id: object) -> str:
     """A client's session name: 1-100 characters of letters, digits and _ . : -"""
     if not isinstance(session_id, str) or not SESSION_ID_PATTERN.match(session_id):
         raise InvalidInput(
-            "session_id must be 1 to 100 characters of letters, digits, '_', '.', ':' or '-'.", code="invalid_session_id"
+            "session_id must be 1 to 100 characters of letters, digits, '_', '.', ':' or '-'.",
+            code="invalid_session_id",
         )
     return session_id
 
@@ -53,7 +54,9 @@ def llm_messages(*, history: list[dict[str, str]], content: str) -> list[dict[st
     return [*system, *history, {"role": "user", "content": content}]
 
 
-def chat_turn_begin(*, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None) -> int:
+def chat_turn_begin(
+    *, owner_id: int, session_id: str, content: str, request_id: str, at: datetime | None = None
+) -> int:
     """Store the user's message (creating the conversation on first use); return the session's pk.
 
     Two statements in the common case (find the session, insert the message): the session's
@@ -108,7 +111,9 @@ def session_create(*, owner_id: int, session_id: str | None = None, title: str =
         with transaction.atomic():
             return ChatSession.objects.create(owner_id=owner_id, session_id=session_id, title=title)
     except IntegrityError:
-        raise InvalidInput(f"A conversation named {session_id!r} already exists.", code="session_exists", status=409) from None
+        raise InvalidInput(
+            f"A conversation named {session_id!r} already exists.", code="session_exists", status=409
+        ) from None
 
 
 def session_rename(*, owner_id: int, session_id: str, title: str) -> ChatSession:

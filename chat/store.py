@@ -5,11 +5,12 @@ while the model starts, and stores the reply (moving the conversation's `updated
 
 - On Postgres these are three single statements run on the event loop through the async
   psycopg pool of accounts.asyncdb: no hop to an executor thread and back, no ORM query
-  building. On this 2-vCPU machine a request's CPU went from 18.4 to 9.6 ms (bench/RESULTS.md).
+  building (what that saves per request: bench/RESULTS.md).
 - On any other database (the embedded SQLite default) the same three operations run through
   the ORM functions of chat.services / chat.selectors in executor threads.
 
-`chat_store()` picks one; both give the same rows (tests/chat/test_store.py runs both).
+`chat_store()` picks one. Both give the same rows, results and errors: tests/test_db_parity.py
+runs one scenario through each, on Postgres and on SQLite, and compares them.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from channels.db import database_sync_to_async
 from django.db import IntegrityError
 from django.utils import timezone
 
+from accounts import asyncdb
+from accounts.errors import NotFound
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_history
 from chat.services import chat_turn_begin, chat_turn_finish, title_from
-from accounts import asyncdb
 
 
 class ChatStore(Protocol):
@@ -39,7 +41,17 @@ class ChatStore(Protocol):
         ttft_ms: float | None, total_ms: float | None, title: str = "",
     ) -> None:
         """Store the assistant's reply and move the conversation's updated_at; name it `title`
-        if it has no title yet (created through the API without one)."""
+        if it has no title yet (created through the API without one). NotFound if the
+        conversation was deleted meanwhile."""
+
+
+def storable(text: str) -> str:
+    """`text` as both stores keep it: U+0000, which Postgres text cannot hold, becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
+def _gone() -> NotFound:
+    return NotFound("The conversation no longer exists: the reply was not stored.")
 
 
 def _thread(function: Any) -> Any:
@@ -51,15 +63,28 @@ class OrmChatStore:
     """Any database Django supports, through the ORM in executor threads."""
 
     async def history(self, *, owner_id: int, session_id: str, turns: int) -> list[dict[str, str]]:
-        return await _thread(session_history)(owner_id=owner_id, session_id=session_id, turns=turns)
+        rows: list[dict[str, str]] = await _thread(session_history)(
+            owner_id=owner_id, session_id=session_id, turns=turns
+        )
+        return rows
 
     async def turn_begin(self, *, owner_id: int, session_id: str, content: str, request_id: str, at: datetime) -> int:
-        return await _thread(chat_turn_begin)(
-            owner_id=owner_id, session_id=session_id, content=content, request_id=request_id, at=at
+        session_pk: int = await _thread(chat_turn_begin)(
+            owner_id=owner_id, session_id=session_id, content=storable(content), request_id=request_id, at=at
         )
+        return session_pk
 
-    async def turn_finish(self, **fields: Any) -> None:
-        await _thread(chat_turn_finish)(**fields)
+    async def turn_finish(
+        self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
+        ttft_ms: float | None, total_ms: float | None, title: str = "",
+    ) -> None:
+        try:
+            await _thread(chat_turn_finish)(
+                session_pk=session_pk, content=storable(content), status=status, backend=backend, model=model,
+                request_id=request_id, ttft_ms=ttft_ms, total_ms=total_ms, title=storable(title),
+            )
+        except IntegrityError:  # the reply's conversation is gone (its foreign key)
+            raise _gone() from None
 
 
 _MESSAGE = ChatMessage._meta.db_table
@@ -92,15 +117,19 @@ SELECT id, 'user', %(content)s, 'complete', '', '', %(request_id)s, NULL, NULL, 
 RETURNING session_id
 """
 
+# Stores the reply only if its conversation is still there (no foreign-key error to come back
+# from a conversation deleted while the reply streamed); no row back: it is gone.
 _TURN_FINISH_SQL = f"""
 WITH reply AS (
     INSERT INTO {_MESSAGE} ({_MESSAGE_COLUMNS})
-    VALUES (%(session_pk)s, 'assistant', %(content)s, %(status)s, %(backend)s, %(model)s, %(request_id)s,
-            %(ttft_ms)s, %(total_ms)s, %(at)s)
+    SELECT %(session_pk)s, 'assistant', %(content)s, %(status)s, %(backend)s, %(model)s, %(request_id)s,
+           %(ttft_ms)s, %(total_ms)s, %(at)s
+    WHERE EXISTS (SELECT 1 FROM {_SESSION} WHERE id = %(session_pk)s)
     RETURNING id
 )
 UPDATE {_SESSION} SET updated_at = %(at)s, title = CASE WHEN title = '' THEN %(title)s ELSE title END
 WHERE id = %(session_pk)s
+RETURNING id
 """
 
 
@@ -114,6 +143,7 @@ class PostgresChatStore:
         return [{"role": role, "content": content} for role, content in reversed(rows)]
 
     async def turn_begin(self, *, owner_id: int, session_id: str, content: str, request_id: str, at: datetime) -> int:
+        content = storable(content)
         params = {
             "owner": owner_id, "session": session_id, "title": title_from(content), "content": content,
             "request_id": request_id, "at": at,
@@ -128,13 +158,21 @@ class PostgresChatStore:
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
         ttft_ms: float | None, total_ms: float | None, title: str = "",
     ) -> None:
-        await asyncdb.execute(
-            _TURN_FINISH_SQL,
-            {
-                "session_pk": session_pk, "content": content, "status": status, "backend": backend, "model": model,
-                "request_id": request_id, "ttft_ms": ttft_ms, "total_ms": total_ms, "at": timezone.now(), "title": title,
-            },
-        )
+        from psycopg.errors import ForeignKeyViolation
+
+        try:
+            rows = await asyncdb.execute(
+                _TURN_FINISH_SQL,
+                {
+                    "session_pk": session_pk, "content": storable(content), "status": status, "backend": backend,
+                    "model": model, "request_id": request_id, "ttft_ms": ttft_ms, "total_ms": total_ms,
+                    "at": timezone.now(), "title": storable(title),
+                },
+            )
+        except ForeignKeyViolation:  # deleted between the statement's snapshot and its insert
+            raise _gone() from None
+        if not rows:
+            raise _gone()
 
 
 _orm_store = OrmChatStore()

@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from accounts.errors import EvaError, RateLimited
+from accounts.errors import EvaError, RateLimited, error_body
 
 logger = logging.getLogger("evaproject.api")
 
@@ -23,8 +23,8 @@ legacy_api = NinjaAPI(title="EVA legacy API", urls_namespace="legacy", docs_url=
 
 
 def error_response(request: HttpRequest, *, status: int, code: str, message: str, **extra: object) -> HttpResponse:
-    """The one error body of the API: {"code": ..., "message": ...}."""
-    return api.create_response(request, {"code": code, "message": message, **extra}, status=status)
+    """The one error body of the API (accounts.errors.error_body) as a response."""
+    return api.create_response(request, error_body(code=code, message=message, **extra), status=status)
 
 
 def _on_both(exc_class: type[Exception]):  # type: ignore[no-untyped-def]

@@ -1,29 +1,26 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels' router, and the
-"voice-tts" channel for `manage.py runworker voice-tts` (text-to-speech workers)."""
+"""ASGI entry point: streamed chat replies and WebSockets through Channels, the rest of HTTP
+through Django, and the "voice-tts" channel for `manage.py runworker voice-tts` (text-to-speech
+workers)."""
 
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "evaproject.settings")
-# Django must be set up before anything imports models (routing, consumers); what
-# get_asgi_application() does, with a handler that reuses its requests' threads.
-django.setup(set_prefix=False)
-
-from evaproject.asgi_handler import PooledThreadASGIHandler  # noqa: E402
-
-django_asgi_app = PooledThreadASGIHandler()
+# Before anything imports models (routing, consumers): this sets Django up.
+django_asgi_app = get_asgi_application()
 
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.routing import asgi_re_path, http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from voice.config import TTS_CHANNEL  # noqa: E402
 from voice.worker import TTSWorkerConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Streamed chat replies first (chat/sse.py), Django for everything else.
+        "http": URLRouter([*http_urlpatterns(django_app=django_asgi_app), asgi_re_path(r"", django_asgi_app)]),
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
         "channel": ChannelNameRouter({TTS_CHANNEL: TTSWorkerConsumer.as_asgi()}),
     }
@@ -40,8 +37,7 @@ if "runworker" not in sys.argv:
 
 # Everything loaded so far lives as long as the process: moved out of the garbage collector's
 # reach, so that its full collections (which walk every tracked object, and stop the event
-# loop while they do) stay short. At 50 chat streams this took the first token's p99 from
-# 338-408 ms to 176-255 ms in paired runs, p50 unchanged (bench/RESULTS.md).
+# loop while they do) stay short under many concurrent streams (see bench/RESULTS.md).
 import gc  # noqa: E402
 
 gc.collect()

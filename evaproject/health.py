@@ -43,7 +43,7 @@ async def check_channel_layer() -> dict[str, Any]:
     layer = get_channel_layer()
     if layer is None:
         return {"ok": False, "error": "no channel layer configured"}
-    channel = await layer.new_channel("ready.")
+    channel = await layer.new_channel()
     token = uuid.uuid4().hex
     await layer.send(channel, {"type": "ready.ping", "token": token})
     message = await layer.receive(channel)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -10,9 +10,18 @@ from django.urls import reverse
 
 from metrics.models import LatencyDashboard, RequestMetric
 
+# Django's admin classes are generic only in django-stubs: subscripted for the type checker
+# alone, since subscripting them at run time needs django_stubs_ext to patch them.
+if TYPE_CHECKING:
+    _MetricModelAdmin = admin.ModelAdmin[RequestMetric]
+    _DashboardModelAdmin = admin.ModelAdmin[LatencyDashboard]
+else:
+    _MetricModelAdmin = admin.ModelAdmin
+    _DashboardModelAdmin = admin.ModelAdmin
+
 
 @admin.register(RequestMetric)
-class RequestMetricAdmin(admin.ModelAdmin):
+class RequestMetricAdmin(_MetricModelAdmin):
     list_display = ["created_at", "channel", "backend", "model", "status", "error_code", "ttft_ms", "total_ms", "user"]
     # Only fields with fixed choices: a filter on backend would scan the whole table for its values.
     list_filter = ["channel", "status"]
@@ -30,7 +39,7 @@ class RequestMetricAdmin(admin.ModelAdmin):
 
 
 @admin.register(LatencyDashboard)
-class LatencyDashboardAdmin(admin.ModelAdmin):
+class LatencyDashboardAdmin(_DashboardModelAdmin):
     """An entry in the admin index whose page is the dashboard (shown to every staff member)."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:

@@ -163,7 +163,9 @@ def percentile_chart(points: list[SeriesPoint], *, metric: str, width: int = 960
         tick += step
     span = points[-1].start - points[0].start
     every = max(1, math.ceil(len(points) / 8))
-    chart.x_ticks = [Tick(position=x_of(i), label=_time_label(p.start, span)) for i, p in enumerate(points) if i % every == 0]
+    chart.x_ticks = [
+        Tick(position=x_of(i), label=_time_label(p.start, span)) for i, p in enumerate(points) if i % every == 0
+    ]
     return chart
 
 
@@ -224,7 +226,10 @@ def histogram_chart(
                 width=round(slot - 2, 1),
                 height=round(height_px, 1),
                 label=_bin_label(item),
-                title=f"{format_ms(item.lower_ms)} to {upper}: {item.count} requests ({100 * item.count / total:.1f} %)",
+                title=(
+                    f"{format_ms(item.lower_ms)} to {upper}: {item.count} requests "
+                    f"({100 * item.count / total:.1f} %)"
+                ),
             )
         )
     for key, label, color, dash in PERCENTILE_STYLES:
@@ -285,7 +290,10 @@ def upstream_split(groups: list[GroupStats]) -> list[SplitRow]:
         SplitRow(
             label=label,
             total_ms=sum(ms for *_, ms in parts),
-            parts=[SplitPart(label=name, color=color, mean_ms=ms, percent=round(100 * ms / longest, 2)) for name, color, ms in parts],
+            parts=[
+                SplitPart(label=name, color=color, mean_ms=ms, percent=round(100 * ms / longest, 2))
+                for name, color, ms in parts
+            ],
         )
         for label, parts in rows
     ]

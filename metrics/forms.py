@@ -16,7 +16,11 @@ GROUP_BY_CHOICES = [
     ("user", "user"),
     ("key", "API key"),
 ]
-METRIC_LABELS = {"total_ms": "total latency", "ttft_ms": "time to first token", "time_to_first_audio_ms": "time to first audio"}
+METRIC_LABELS = {
+    "total_ms": "total latency",
+    "ttft_ms": "time to first token",
+    "time_to_first_audio_ms": "time to first audio",
+}
 METRIC_CHOICES = [(name, METRIC_LABELS[name]) for name in LATENCY_FIELDS]
 
 

@@ -37,7 +37,10 @@ REQUESTS = Counter(
     "eva_requests", "Requests handled, by final status.", (*LABELS, "status"), registry=PROCESS_REGISTRY
 )
 ERRORS = Counter(
-    "eva_request_errors", "Requests that ended in an error, by error code.", (*LABELS, "code"), registry=PROCESS_REGISTRY
+    "eva_request_errors",
+    "Requests that ended in an error, by error code.",
+    (*LABELS, "code"),
+    registry=PROCESS_REGISTRY,
 )
 FALLBACKS = Counter(
     "eva_request_fallbacks", "Requests answered by a fallback backend.", LABELS, registry=PROCESS_REGISTRY

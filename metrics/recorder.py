@@ -3,22 +3,23 @@
 `record_metric` only puts the row on an in-process queue and returns; one background task per
 event loop drains the queue and bulk-inserts. A token stream therefore never waits on the
 database. The task lets a batch gather for METRICS_BATCH_WAIT_S (or until BATCH_SIZE rows) before
-writing: under load one INSERT carries many requests instead of one transaction each (at 50
-streams the rows had cost 0.6 ms of CPU per reply; bench/RESULTS.md). `flush_metrics` writes
-what is queued at once and waits for it (tests, shutdown). On Postgres the batch goes through
-the event loop's async pool (accounts.asyncdb), elsewhere through the ORM in an executor
-thread.
+writing: under load one INSERT carries many requests instead of one transaction each (what that
+saves: bench/RESULTS.md). `flush_metrics` writes what is queued at once and waits for it (tests,
+shutdown). On Postgres the batch goes through the event loop's async pool (accounts.asyncdb),
+elsewhere through the ORM in an executor thread; both write the same rows
+(tests/test_db_parity.py). A row that the database refuses is lost alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DataError, IntegrityError, close_old_connections
 
 from accounts import asyncdb
 from metrics.models import RequestMetric
@@ -57,13 +58,47 @@ def _insert(rows: list[RequestMetric]) -> None:
 
 _FIELDS = [f for f in RequestMetric._meta.concrete_fields if not f.primary_key]
 _INSERT_SQL = (
-    f"INSERT INTO {RequestMetric._meta.db_table} ({', '.join(f.column for f in _FIELDS)}) "
+    f"INSERT INTO {RequestMetric._meta.db_table} ({', '.join(str(f.column) for f in _FIELDS)}) "
     f"VALUES ({', '.join(['%s'] * len(_FIELDS))})"
 )
 
 
 async def _insert_async(rows: list[RequestMetric]) -> None:
     await asyncdb.executemany(_INSERT_SQL, [[getattr(row, f.attname) for f in _FIELDS] for row in rows])
+
+
+async def _write(rows: list[RequestMetric]) -> None:
+    if asyncdb.async_db_enabled():
+        await _insert_async(rows)
+    else:
+        await sync_to_async(_insert, thread_sensitive=False)(rows)
+
+
+def _refused_a_row(exc: Exception) -> bool:
+    """Whether the database refused a row (too long, a user deleted meanwhile), not the batch."""
+    if isinstance(exc, DataError | IntegrityError):  # the ORM's
+        return True
+    if asyncdb.async_db_enabled():
+        import psycopg
+
+        return isinstance(exc, psycopg.DataError | psycopg.IntegrityError)
+    return False
+
+
+async def _write_batch(batch: list[RequestMetric]) -> None:
+    try:
+        await _write(batch)
+        return
+    except Exception as exc:  # a lost metric must never take the web process down
+        if len(batch) == 1 or not _refused_a_row(exc):
+            logger.exception("could not write %d request metric(s)", len(batch))
+            return
+    # The batch's insert was all or nothing: the rows again, each alone, so only the bad one is lost.
+    for row in batch:
+        try:
+            await _write([row])
+        except Exception:
+            logger.exception("could not write the request metric of request %r", row.request_id)
 
 
 async def _writer(queue: asyncio.Queue[RequestMetric], wake: asyncio.Event) -> None:
@@ -84,12 +119,7 @@ async def _writer(queue: asyncio.Queue[RequestMetric], wake: asyncio.Event) -> N
         while not queue.empty() and len(batch) < BATCH_SIZE:
             batch.append(queue.get_nowait())
         try:
-            if asyncdb.async_db_enabled():
-                await _insert_async(batch)
-            else:
-                await sync_to_async(_insert, thread_sensitive=False)(batch)
-        except Exception:  # a lost metric must never take the web process down
-            logger.exception("could not write %d request metric(s)", len(batch))
+            await _write_batch(batch)
         finally:
             for _ in batch:
                 queue.task_done()
@@ -145,7 +175,5 @@ async def stop_metric_writer() -> None:
     _wakes.pop(loop, None)
     if writer is not None and not writer.done():
         writer.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await writer
-        except asyncio.CancelledError:
-            pass

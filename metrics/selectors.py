@@ -45,7 +45,9 @@ LATENCY_FIELDS = ("ttft_ms", "total_ms", "time_to_first_audio_ms")
 UPSTREAM_FIELDS = ("upstream_queue_ms", "upstream_load_ms", "upstream_prompt_ms", "upstream_generation_ms")
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 # Histogram bin edges in milliseconds, also the Prometheus buckets (in seconds).
-HISTOGRAM_EDGES_MS = (50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000)
+HISTOGRAM_EDGES_MS = (
+    50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000,
+)
 GROUP_FIELDS = {"backend": "backend", "model": "model", "channel": "channel", "user": "user_id", "key": "api_key_id"}
 DEFAULT_GROUP_BY = ("backend", "model", "channel")
 RECENT_ERRORS_LIMIT = 20
@@ -71,7 +73,9 @@ def metric_filters(
     """Validate what a page or an API call asked for and resolve its window."""
     channel = (channel or "").strip().lower()
     if channel and channel not in Channel.values:
-        raise InvalidInput(f"Unknown channel {channel!r}. Choose among {', '.join(Channel.values)}.", code="invalid_channel")
+        raise InvalidInput(
+            f"Unknown channel {channel!r}. Choose among {', '.join(Channel.values)}.", code="invalid_channel"
+        )
     return MetricFilters(
         window=resolve_window(window=window, start=start, end=end),
         backend=(backend or "").strip(),

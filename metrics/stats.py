@@ -93,7 +93,7 @@ def analytics_queries() -> Iterator[None]:
     """Run a report's queries in one transaction tuned for large sorts, on Postgres.
 
     JIT compilation is switched off: these aggregations cross its cost threshold at a few
-    hundred thousand rows and then spend more time compiling (~0.6 s measured) than they save.
+    hundred thousand rows and then spend more time compiling than they save (bench/RESULTS.md).
     Both settings are SET LOCAL, so they end with the transaction and never leak to pooled
     connections.
     """
@@ -102,7 +102,9 @@ def analytics_queries() -> Iterator[None]:
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [ANALYTICS_WORK_MEM])
+            cursor.execute(
+                "SELECT set_config('jit', 'off', true), set_config('work_mem', %s, true)", [ANALYTICS_WORK_MEM]
+            )
         yield
 
 

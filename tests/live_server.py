@@ -156,6 +156,7 @@ def live_asgi(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) 
 @pytest.fixture(scope="session")
 def live_uvicorn(django_db_setup, django_db_blocker, web_ollama, tmp_path_factory) -> LiveServer:
     """uvicorn, as README runs it, on the test database, with the session's Ollama stand-in."""
-    server = start_server("uvicorn", {"OLLAMA_URL": web_ollama.url}, tmp_path_factory.mktemp("live-uvicorn") / "uvicorn.log")
+    log = tmp_path_factory.mktemp("live-uvicorn") / "uvicorn.log"
+    server = start_server("uvicorn", {"OLLAMA_URL": web_ollama.url}, log)
     yield server
     stop_process(server.process)

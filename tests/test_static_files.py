@@ -1,4 +1,4 @@
-"""Static files through the async middleware stack (WhiteNoise wrapped to stay async)."""
+"""Static files through WhiteNoise's middleware."""
 
 from __future__ import annotations
 
@@ -24,13 +24,3 @@ async def test_a_missing_static_file_falls_through_to_a_404(static_from_sources)
     response = await AsyncClient().get("/static/no-such-file.css")
     assert response.status_code == 404
 
-
-def test_the_middleware_chain_stays_async():
-    from django.core.handlers.asgi import ASGIHandler
-
-    handler = ASGIHandler()
-    handler.load_middleware(is_async=True)
-    # A sync-only middleware would make Django adapt the chain (async_to_sync per request).
-    from asgiref.sync import iscoroutinefunction
-
-    assert iscoroutinefunction(handler._middleware_chain)

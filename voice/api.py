@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
-from accounts.auth import Principal, auth_for
+from accounts.auth import auth_for, request_principal
 from accounts.models import Scope
 from voice import client
 from voice.services import tts_speak
@@ -16,7 +16,9 @@ router = Router(tags=["voice"], auth=auth_for(Scope.TTS))
 
 
 class SpeechIn(Schema):
-    text: str = Field(..., description="What to say: 1 to TTS_MAX_CHARS characters; numbers, times and money are spelled out.")
+    text: str = Field(
+        ..., description="What to say: 1 to TTS_MAX_CHARS characters; numbers, times and money are spelled out."
+    )
     voice: str | None = Field(None, description="A voice name from GET /api/v1/voices; default: TTS_DEFAULT_VOICE.")
 
 
@@ -41,11 +43,18 @@ class ErrorOut(Schema):
         "Errors: 422 `invalid_text` (empty or nothing speakable), `text_too_long`, `unknown_voice`; "
         "503 `tts_unavailable` (no TTS worker answered in time)."
     ),
-    openapi_extra={"responses": {"200": {"description": "The speech", "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}},
+    openapi_extra={
+        "responses": {
+            "200": {
+                "description": "The speech",
+                "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
     auth=auth_for(Scope.TTS, for_async_view=True),
 )
 async def speak(request: HttpRequest, payload: SpeechIn) -> HttpResponse:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
+    principal = request_principal(request)
     request_id, synthesis = await tts_speak(
         text=payload.text, voice=payload.voice, user_id=principal.user_id, api_key_id=principal.api_key_id
     )

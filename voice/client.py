@@ -42,7 +42,12 @@ def voices() -> list[dict[str, Any]]:
     """The configured voices, default first."""
     config = engine_config()
     listed = [
-        {"name": spec.name, "language": spec.language, "model": spec.model_label, "default": spec.name == config.default_voice}
+        {
+            "name": spec.name,
+            "language": spec.language,
+            "model": spec.model_label,
+            "default": spec.name == config.default_voice,
+        }
         for spec in config.voices
     ]
     return sorted(listed, key=lambda voice: not voice["default"])

@@ -13,7 +13,8 @@ TTS_CHANNEL = "voice-tts"  # `manage.py runworker voice-tts` listens here
 def engine_config() -> EngineConfig:
     """EngineConfig built from the TTS_* settings."""
     voices = tuple(
-        VoiceSpec(name=name, model=model, language=language_of_voice(name)) for name, model in settings.TTS_VOICES.items()
+        VoiceSpec(name=name, model=model, language=language_of_voice(name))
+        for name, model in settings.TTS_VOICES.items()
     )
     return EngineConfig(
         voices=voices,

@@ -103,9 +103,9 @@ def _hub_reachable() -> bool:
 
 def _how_to_get(model: str) -> str:
     return (
-        f"Download it on a machine with network access with `huggingface-cli download {model}` "
-        f"(then copy ~/.cache/huggingface, or point MMS_TTS_MODEL / TTS_VOICES at a folder holding "
-        f"config.json, the weights and vocab.json)."
+        f"Download it on a machine with network access with `hf download {model}` "
+        f"(huggingface_hub's CLI; then copy ~/.cache/huggingface), or with `hf download {model} --local-dir DIR` "
+        f"and point MMS_TTS_MODEL / TTS_VOICES at DIR (a folder holding config.json, the weights and vocab.json)."
     )
 
 

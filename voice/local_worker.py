@@ -116,7 +116,7 @@ class LocalWorker:
             self._start_in_background()
             until = time.monotonic() + timeout_s
             while not self._ready.wait(0.1):
-                if self._failed is not None and self._failed is not failed_before or time.monotonic() > until:
+                if (self._failed is not None and self._failed is not failed_before) or time.monotonic() > until:
                     break
             if not self.running:
                 if self._failed is not None:
@@ -167,7 +167,9 @@ class LocalWorker:
         started = time.monotonic()
         if not parent_conn.poll(self.start_timeout_s):
             self._kill()
-            raise TTSUnavailable(f"The text-to-speech process did not load its model within {self.start_timeout_s:g} s.")
+            raise TTSUnavailable(
+                f"The text-to-speech process did not load its model within {self.start_timeout_s:g} s."
+            )
         try:
             hello = parent_conn.recv()
         except (EOFError, OSError):
@@ -175,7 +177,11 @@ class LocalWorker:
             raise TTSUnavailable("The text-to-speech process exited while loading its model.") from None
         if hello.get("op") != "ready":
             self._kill()
-            self._failed = (time.monotonic(), hello.get("code", "tts_unavailable"), hello.get("message", "unknown error"))
+            self._failed = (
+                time.monotonic(),
+                hello.get("code", "tts_unavailable"),
+                hello.get("message", "unknown error"),
+            )
             logger.error("the TTS child process could not start: %s", self._failed[2])
             raise error_from_wire(self._failed[1], self._failed[2])
         self._failed = None
@@ -199,7 +205,9 @@ class LocalWorker:
                     break
         except (EOFError, OSError, BrokenPipeError):
             self._kill()
-            raise TTSUnavailable("The text-to-speech process died during the request; the next request restarts it.") from None
+            raise TTSUnavailable(
+                "The text-to-speech process died during the request; the next request restarts it."
+            ) from None
         if not reply.get("ok"):
             raise error_from_wire(reply.get("code", "tts_unavailable"), reply.get("message", "unknown error"))
         return dict(reply)

@@ -171,7 +171,9 @@ class SpeechStream:
                 self._ordered.popleft()  # nothing speakable in this piece (emoji, symbols)
                 continue
             except asyncio.CancelledError:
-                if self._stopped:
+                # Through the property: cancel() may have run during the await, and mypy would keep the
+                # loop condition's narrowing of the attribute across it.
+                if self.stopped:
                     return
                 raise
             except EvaError as exc:

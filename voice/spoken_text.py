@@ -47,7 +47,10 @@ _FRENCH = LanguageWords(
     hour="heure",
     hours="heures",
     currencies={"EUR": ("euro", "euros"), "USD": ("dollar", "dollars"), "GBP": ("livre", "livres")},
-    symbols={"&": "et", "+": "plus", "=": "égale", "@": "arobase", "°": "degrés", "€": "euros", "$": "dollars", "£": "livres"},
+    symbols={
+        "&": "et", "+": "plus", "=": "égale", "@": "arobase",
+        "°": "degrés", "€": "euros", "$": "dollars", "£": "livres",
+    },
     abbreviations=(
         (r"\bM\.(?=\s+\w)", "monsieur"),
         (r"\bMM\.(?=\s+\w)", "messieurs"),
@@ -73,7 +76,10 @@ _ENGLISH = LanguageWords(
     hour="o'clock",
     hours="o'clock",
     currencies={"EUR": ("euro", "euros"), "USD": ("dollar", "dollars"), "GBP": ("pound", "pounds")},
-    symbols={"&": "and", "+": "plus", "=": "equals", "@": "at", "°": "degrees", "€": "euros", "$": "dollars", "£": "pounds"},
+    symbols={
+        "&": "and", "+": "plus", "=": "equals", "@": "at",
+        "°": "degrees", "€": "euros", "$": "dollars", "£": "pounds",
+    },
     abbreviations=(
         (r"\bMr\b\.?", "mister"),
         (r"\bMrs\b\.?", "missus"),
@@ -220,7 +226,10 @@ def _substitutions(speller: _Speller) -> list[tuple[re.Pattern[str], Callable[[r
             lambda m: speller.time(int(m.group("h")), int(m.group("m") or 0)),
         ))
     rules.append((
-        re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::[0-5]\d)?(?![\d:])(?: ?(?P<mer>[aApP])\.? ?[mM]\.?(?!\w))?"),
+        re.compile(
+            r"(?<![\d:])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::[0-5]\d)?(?![\d:])"
+            r"(?: ?(?P<mer>[aApP])\.? ?[mM]\.?(?!\w))?"
+        ),
         lambda m: speller.time(int(m.group("h")), int(m.group("m")), (m.group("mer") or "") and m.group("mer") + "m"),
     ))
     # Money: "12 €", "12,50€", "€12.50", "$3", "12 EUR".

@@ -2,14 +2,18 @@
 # they are: this migration only adds the model to the accounts app's state, and the content
 # type follows, so that admin permissions granted on keys keep working.
 
+from collections.abc import Callable
+
 import django.db.models.deletion
 import django.utils.timezone
+from django.apps.registry import Apps
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 
 
-def content_type_to(app_label: str, from_label: str):  # type: ignore[no-untyped-def]
-    def move(apps, schema_editor):  # type: ignore[no-untyped-def]
+def content_type_to(app_label: str, from_label: str) -> Callable[[Apps, BaseDatabaseSchemaEditor], None]:
+    def move(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
         content_type = apps.get_model("contenttypes", "ContentType")
         if not content_type.objects.filter(app_label=app_label, model="apikey").exists():
             content_type.objects.filter(app_label=from_label, model="apikey").update(app_label=app_label)

@@ -7,7 +7,7 @@ before any token: safe to fall back) or `StreamFailed` (raised after tokens have
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,4 +67,4 @@ class LLMBackend(Protocol):
 
     def is_configured(self) -> bool: ...
 
-    def stream(self, messages: ChatMessages) -> AsyncIterator[Chunk]: ...
+    def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]: ...

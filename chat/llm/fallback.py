@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -60,7 +60,7 @@ class FallbackProvider:
     def _deadline(self) -> float:
         return float(settings.LLM_FIRST_TOKEN_DEADLINE_S)
 
-    async def stream(self, messages: ChatMessages) -> AsyncIterator[StreamStart | Chunk]:
+    async def stream(self, messages: ChatMessages) -> AsyncGenerator[StreamStart | Chunk, None]:
         """Yield a StreamStart, then the chosen backend's Tokens and its Done."""
         attempts: list[Attempt] = []
         skipped: list[str] = []
@@ -70,9 +70,10 @@ class FallbackProvider:
                 continue
             breaker = self.breakers[backend.name]
             if not breaker.allow():
-                skipped.append(f"{backend.name} is paused after repeated failures (retry in {breaker.seconds_until_probe():.0f} s)")
+                retry_s = breaker.seconds_until_probe()
+                skipped.append(f"{backend.name} is paused after repeated failures (retry in {retry_s:.0f} s)")
                 continue
-            iterator = backend.stream(messages).__aiter__()
+            iterator = backend.stream(messages)
             try:
                 # asyncio.timeout keeps the first read in this task (wait_for would start another).
                 async with asyncio.timeout(self._deadline()):
@@ -80,7 +81,10 @@ class FallbackProvider:
             except (BackendUnavailable, TimeoutError, StopAsyncIteration) as exc:
                 await iterator.aclose()
                 breaker.record_failure()
-                reason = exc.message if isinstance(exc, BackendUnavailable) else f"no first token within {self._deadline():g} s"
+                if isinstance(exc, BackendUnavailable):
+                    reason = exc.message
+                else:
+                    reason = f"no first token within {self._deadline():g} s"
                 logger.warning("backend %s failed before the first token: %s", backend.name, reason)
                 attempts.append(Attempt(backend.name, backend.model, reason))
                 continue

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import groq
 from django.conf import settings
+from groq.types.chat import ChatCompletionMessageParam
 
 from chat.llm.base import (
     BackendUnavailable,
@@ -49,6 +50,20 @@ def _ms(seconds: Any) -> float | None:
     return round(seconds * 1000, 3) if isinstance(seconds, int | float) else None
 
 
+def _groq_messages(messages: ChatMessages) -> list[ChatCompletionMessageParam]:
+    """The history in the SDK's typed form (EVA's roles: system, user, assistant)."""
+    typed: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            typed.append({"role": "system", "content": content})
+        elif role == "assistant":
+            typed.append({"role": "assistant", "content": content})
+        else:
+            typed.append({"role": "user", "content": content})
+    return typed
+
+
 class GroqBackend:
     name = "groq"
 
@@ -59,7 +74,7 @@ class GroqBackend:
     def is_configured(self) -> bool:
         return bool(settings.GROQ_API_KEY)
 
-    async def stream(self, messages: ChatMessages) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]:
         started = False
         usage: Any = None
         finish_reason = "stop"
@@ -67,7 +82,7 @@ class GroqBackend:
         try:
             stream = await _client().chat.completions.create(
                 model=self.model,
-                messages=messages,  # type: ignore[arg-type]
+                messages=_groq_messages(messages),
                 stream=True,
                 # This SDK version has no stream_options argument; the API accepts it in the body.
                 extra_body={"stream_options": {"include_usage": True}},

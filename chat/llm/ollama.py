@@ -17,10 +17,12 @@ import asyncio
 import functools
 import json
 import logging
+import socket
 import threading
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -60,17 +62,83 @@ async def close_shared_client() -> None:
         await client.aclose()
 
 
-def _refused(exc: httpx.TransportError) -> bool:
-    """httpx-aiohttp reports a refused connection as ConnectTimeout; tell it from a real timeout."""
-    return isinstance(exc.__cause__, aiohttp.ClientConnectorError) or not isinstance(exc, httpx.TimeoutException)
+def _without_credentials(url: str) -> str:
+    """The URL without its user and password: the only form that goes into messages and logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (nothing listens on that port)"
+    if isinstance(error, socket.gaierror):
+        return "host name not found"
+    return f"cannot connect ({error.strerror or type(error).__name__})"
+
+
+def _connect_failure(exc: httpx.TransportError) -> str | None:
+    """Why no connection could be made, or None when the failure came after connecting."""
+    cause = exc.__cause__
+    # httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout (a refused
+    # port, and a server that hangs up mid-reply, too): the aiohttp error under it tells.
+    if isinstance(cause, aiohttp.ClientConnectorError):
+        return _os_reason(cause.os_error)
+    if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return None
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection within {settings.OLLAMA_CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, httpx.ConnectError):
+        # httpcore over anyio: OSError("All connection attempts failed") over the real error.
+        errors = [error for error in _chain(exc) if isinstance(error, OSError)]
+        known = [error for error in errors if isinstance(error, ConnectionRefusedError | socket.gaierror)]
+        return _os_reason((known or errors)[0]) if errors else "cannot connect"
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _timed_out(exc: httpx.TransportError) -> bool:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientError):
+        return isinstance(cause, aiohttp.ServerTimeoutError)
+    return isinstance(exc, httpx.TimeoutException)
+
+
+def _describe(exc: httpx.TransportError, *, started: bool) -> str:
+    """A message for a transport failure, naming the URL without credentials."""
+    where = _without_credentials(str(settings.OLLAMA_URL))
+    why = None if started else _connect_failure(exc)
+    if why is not None:
+        return f"Ollama is not reachable at {where}: {why}; start it with `ollama serve`"
+    if _timed_out(exc):
+        return f"Ollama at {where} stopped answering (no data within the timeout)"
+    what = "reply" if started else "request"
+    return f"Ollama at {where} broke off the {what} ({type(exc.__cause__ or exc).__name__})"
 
 
 _JSON = {"Content-Type": "application/json"}
 
 
 @functools.lru_cache(maxsize=8)
-def _chat_url(base: str) -> httpx.URL:
-    return httpx.URL(f"{base}/api/chat")
+def _endpoint(base: str, path: str) -> tuple[httpx.URL, httpx.Auth]:
+    """The URL without userinfo, and its credentials as basic auth (httpx.Auth(): none).
+
+    aiohttp refuses a URL that carries credentials together with the Authorization header that
+    httpx derives from them (a ValueError, not a transport error): send them as auth only.
+    """
+    url = httpx.URL(f"{base}{path}")
+    if not url.userinfo:
+        return url, httpx.Auth()
+    return url.copy_with(userinfo=b""), httpx.BasicAuth(url.username, url.password)
 
 
 def _ms(nanoseconds: Any) -> float | None:
@@ -115,15 +183,17 @@ class OllamaBackend:
         try:
             # A parsed URL and a body encoded by orjson: httpx's own parsing and encoding cost
             # 100 µs more per request (167 against 65 µs to build one with 20 turns of history).
+            url, auth = _endpoint(settings.OLLAMA_URL, "/api/chat")
             async with shared_client().stream(
-                "POST", _chat_url(settings.OLLAMA_URL), content=orjson.dumps(self._payload(messages)), headers=_JSON,
-                timeout=timeout,
+                "POST", url, content=orjson.dumps(self._payload(messages)), headers=_JSON, auth=auth, timeout=timeout,
             ) as response:
                 if response.status_code != 200:
                     detail = _error_text(await response.aread())
                     hint = f" (run `ollama pull {self.model}`)" if response.status_code == 404 else ""
                     raise BackendUnavailable(
-                        f"Ollama answered {response.status_code}: {detail}{hint}", backend=self.name, status=response.status_code
+                        f"Ollama answered {response.status_code}: {detail}{hint}",
+                        backend=self.name,
+                        status=response.status_code,
                     )
                 done: Done | None = None
                 # Read to the end of the chunked body even after `done` (nothing follows it), so
@@ -154,13 +224,9 @@ class OllamaBackend:
                     raise self._failure(started, "Ollama closed the stream before it was done")
             yield done
         except httpx.TransportError as exc:
-            if not _refused(exc):
-                raise self._failure(started, f"Ollama stopped answering ({type(exc).__name__})") from None
-            if started:
-                raise self._failure(started, f"Ollama broke off the reply ({type(exc).__name__})") from None
-            raise self._failure(
-                started, f"Ollama is not reachable at {settings.OLLAMA_URL} ({type(exc).__name__}); start it with `ollama serve`"
-            ) from None
+            raise self._failure(started, _describe(exc, started=started)) from None
+        except httpx.InvalidURL as exc:
+            raise BackendUnavailable(f"OLLAMA_URL is not a valid URL ({exc})", backend=self.name) from None
 
     def _failure(self, started: bool, message: str) -> BackendUnavailable | StreamFailed:
         cls = StreamFailed if started else BackendUnavailable
@@ -178,13 +244,20 @@ def _keep_alive() -> int | str:
 async def ollama_readiness() -> dict[str, Any]:
     """Whether Ollama answers and has the configured model pulled (GET /api/tags)."""
     wanted = settings.OLLAMA_MODEL
-    report: dict[str, Any] = {"url": settings.OLLAMA_URL, "model": wanted}
+    where = _without_credentials(str(settings.OLLAMA_URL))
+    report: dict[str, Any] = {"url": where, "model": wanted}
     try:
-        response = await shared_client().get(f"{settings.OLLAMA_URL}/api/tags", timeout=2.0)
+        url, auth = _endpoint(settings.OLLAMA_URL, "/api/tags")
+        response = await shared_client().get(url, auth=auth, timeout=2.0)
         response.raise_for_status()
         models = response.json().get("models", [])
+    except httpx.TransportError as exc:
+        why = _connect_failure(exc) or type(exc).__name__
+        return {**report, "ok": False, "error": f"Ollama unreachable at {where}: {why}"}
+    except httpx.InvalidURL as exc:
+        return {**report, "ok": False, "error": f"OLLAMA_URL is not a valid URL ({exc})"}
     except (httpx.HTTPError, ValueError) as exc:
-        return {**report, "ok": False, "error": f"Ollama unreachable at {settings.OLLAMA_URL}: {type(exc).__name__}"}
+        return {**report, "ok": False, "error": f"Ollama unreachable at {where}: {type(exc).__name__}"}
     names = {m.get("name") for m in models} | {m.get("model") for m in models}
     if wanted in names or f"{wanted}:latest" in names:
         return {**report, "ok": True}
@@ -193,17 +266,24 @@ async def ollama_readiness() -> dict[str, Any]:
 
 async def ollama_warmup() -> bool:
     """Ask Ollama to load the model (empty messages + keep_alive) so the first user does not wait."""
-    payload = {"model": settings.OLLAMA_MODEL, "messages": [], "keep_alive": _keep_alive()}
+    payload: dict[str, Any] = {"model": settings.OLLAMA_MODEL, "messages": [], "keep_alive": _keep_alive()}
+    where = _without_credentials(str(settings.OLLAMA_URL))
     try:
+        url, auth = _endpoint(settings.OLLAMA_URL, "/api/chat")
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), trust_env=False) as client:
-            response = await client.post(f"{settings.OLLAMA_URL}/api/chat", json=payload)
+            response = await client.post(url, json=payload, auth=auth)
         if response.status_code != 200:
-            logger.warning("Ollama warm-up: %s answered %s: %s", settings.OLLAMA_URL, response.status_code, _error_text(response.content))
+            detail = _error_text(response.content)
+            logger.warning("Ollama warm-up: %s answered %s: %s", where, response.status_code, detail)
             return False
         logger.info("Ollama warm-up: model %s is loaded", settings.OLLAMA_MODEL)
         return True
-    except httpx.HTTPError as exc:
-        logger.warning("Ollama warm-up: %s not reachable (%s); chat will fall back if configured", settings.OLLAMA_URL, type(exc).__name__)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        if isinstance(exc, httpx.InvalidURL):
+            why = f"OLLAMA_URL is not a valid URL ({exc})"
+        else:
+            why = (_connect_failure(exc) if isinstance(exc, httpx.TransportError) else None) or type(exc).__name__
+        logger.warning("Ollama warm-up: %s not reachable: %s; chat will fall back if configured", where, why)
         return False
 
 

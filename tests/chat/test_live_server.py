@@ -27,25 +27,43 @@ def new_key() -> str:
     return api_key_create(owner=user, name="phone", scopes="chat")[1]
 
 
-async def test_an_sse_client_that_goes_away_stops_the_generation(server, web_ollama, ollama_behaviour):
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/api/v1/chat/stream", {"message": "long"}), ("/api/v1/chat", {"message": "long", "stream": True})],
+)
+async def test_an_sse_client_that_goes_away_stops_the_generation(server, web_ollama, ollama_behaviour, path, body):
     ollama_behaviour.reply_tokens = [f" t{i}" for i in range(300)]
     ollama_behaviour.token_interval_s = 0.02
     key = await new_key()
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream(
-            "POST", f"{server.url}/api/v1/chat", json={"message": "long", "stream": True}, headers={"X-API-Key": key}
-        ) as response:
-            assert response.status_code == 200
-            assert response.headers["content-type"] == "text/event-stream"
-            seen = []
-            async for line in response.aiter_lines():
-                if line.startswith("event: "):
-                    seen.append(line.removeprefix("event: "))
-                if seen.count("token") == 3:
-                    break  # hang up in the middle of the reply
+    seen = []
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream("POST", f"{server.url}{path}", json=body, headers={"X-API-Key": key}) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+            if seen.count("token") == 3:
+                break  # hang up in the middle of the reply
     assert seen[0] == "start"
     assert await web_ollama.last_chat_hung_up(within_s=5)
     assert web_ollama.chat_requests()[-1].tokens_sent < 300
+
+
+async def test_sse_streams_end_and_json_replies_still_come_from_django(server, web_ollama, ollama_behaviour):
+    key = await new_key()
+    async with httpx.AsyncClient(timeout=10, headers={"X-API-Key": key}) as client:
+        for _ in range(2):  # the connection is kept alive after a complete stream
+            streamed = await client.post(
+                f"{server.url}/api/v1/chat", json={"message": "Salut"}, headers={"Accept": "text/event-stream"}
+            )
+            assert streamed.status_code == 200
+            events = [line.removeprefix("event: ") for line in streamed.text.splitlines() if line.startswith("event: ")]
+            assert events[0] == "start" and events[-1] == "end"
+        answered = await client.post(f"{server.url}/api/v1/chat", json={"message": "Salut"})
+    assert answered.status_code == 200 and answered.json()["response"] == "Echo: Salut"
 
 
 async def test_a_mobile_websocket_client_streams_a_reply(server, web_ollama, ollama_behaviour):

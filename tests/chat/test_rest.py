@@ -1,8 +1,7 @@
-"""REST for mobile clients: POST /api/v1/chat (JSON and SSE), the legacy POST /chat, conversations."""
+"""REST for mobile clients: POST /api/v1/chat (JSON; its SSE mode is in test_sse.py), the legacy POST /chat,
+conversations."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from django.test import AsyncClient, Client
@@ -11,16 +10,6 @@ from metrics.models import RequestMetric
 from metrics.recorder import flush_metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def parse_sse(raw: bytes) -> list[tuple[str, dict]]:
-    events = []
-    for block in raw.decode().split("\n\n"):
-        if not block.strip():
-            continue
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        events.append((lines["event"], json.loads(lines["data"])))
-    return events
 
 
 async def post_chat(key, body, path="/api/v1/chat", **headers):
@@ -67,28 +56,6 @@ async def test_bearer_tokens_work_like_x_api_key(ollama, user_key):
     assert response.status_code == 200
 
 
-async def test_stream_true_answers_server_sent_events(ollama, user_key):
-    _, key = await user_key()
-    response = await post_chat(key, {"message": "un deux", "stream": True})
-    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
-    raw = b"".join([chunk async for chunk in response.streaming_content])
-    events = parse_sse(raw)
-    assert [name for name, _ in events] == ["start", "token", "token", "token", "end"]
-    assert "".join(data["content"] for name, data in events if name == "token") == "Echo: un deux"
-    assert events[-1][1]["done_reason"] == "stop"
-    await flush_metrics()
-    assert await RequestMetric.objects.filter(channel="sse", status="ok").acount() == 1
-
-
-async def test_accept_event_stream_also_selects_sse(ollama, user_key):
-    _, key = await user_key()
-    response = await post_chat(key, {"message": "hi"}, Accept="text/event-stream")
-    assert response.streaming and response["Content-Type"] == "text/event-stream"
-    # Read to the end: a stream left open would end only when the test's loop closes.
-    events = parse_sse(b"".join([chunk async for chunk in response.streaming_content]))
-    assert [name for name, _ in events] == ["start", "token", "token", "end"]
-
-
 @pytest.mark.parametrize(
     ("body", "code"),
     [
@@ -108,17 +75,18 @@ async def test_bad_input_is_422_with_a_code(ollama, user_key, body, code):
 
 async def test_malformed_json_is_a_clear_error(user_key):
     _, key = await user_key()
-    response = await AsyncClient().post("/api/v1/chat", "{nope", content_type="application/json", headers={"X-API-Key": key})
+    response = await AsyncClient().post(
+        "/api/v1/chat", "{nope", content_type="application/json", headers={"X-API-Key": key}
+    )
     assert response.status_code in (400, 422) and response.json()["code"] in ("bad_request", "invalid_request")
 
 
-async def test_no_backend_is_503_in_both_modes(user_key, settings):
+async def test_no_backend_is_503(user_key, settings):
     settings.OLLAMA_URL = "http://127.0.0.1:9"
     settings.GROQ_API_KEY = ""
     _, key = await user_key()
-    for stream in (False, True):
-        response = await post_chat(key, {"message": "hi", "stream": stream})
-        assert response.status_code == 503 and response.json()["code"] == "no_backend"
+    response = await post_chat(key, {"message": "hi"})
+    assert response.status_code == 503 and response.json()["code"] == "no_backend"
 
 
 async def test_a_missing_key_is_401_and_a_key_without_chat_scope_403(user_key):
@@ -162,7 +130,9 @@ def test_messages_are_paginated_oldest_first(alice):
 
     for i in range(5):
         session_pk = chat_turn_begin(owner_id=alice.pk, session_id="p", content=f"q{i}", request_id=str(i))
-        chat_turn_finish(session_pk=session_pk, content=f"a{i}", status="complete", backend="ollama", model="m", request_id=str(i))
+        chat_turn_finish(
+            session_pk=session_pk, content=f"a{i}", status="complete", backend="ollama", model="m", request_id=str(i)
+        )
     key = api_key_create(owner=alice, name="k", scopes="chat")[1]
     client = Client(HTTP_X_API_KEY=key)
     page = client.get("/api/v1/sessions/p/messages?limit=4&offset=2").json()

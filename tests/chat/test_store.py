@@ -1,4 +1,7 @@
-"""The chat hot path's database work: the async Postgres store and the ORM store give the same rows."""
+"""The chat hot path's database work, through the async Postgres store and the ORM store alike.
+
+That the two give the same rows, results and errors (also on SQLite) is tests/test_db_parity.py's.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,9 @@ async def test_a_turn_creates_the_conversation_stores_both_messages_and_moves_up
     owner = await make_owner()
     at = timezone.now() - timedelta(seconds=5)
     long_first_message = "Bonjour,   quel temps fait-il à Paris aujourd'hui ? " * 3
-    session_pk = await store.turn_begin(owner_id=owner, session_id="s1", content=long_first_message, request_id="r1", at=at)
+    session_pk = await store.turn_begin(
+        owner_id=owner, session_id="s1", content=long_first_message, request_id="r1", at=at
+    )
     session = await ChatSession.objects.aget(pk=session_pk)
     assert (session.owner_id, session.session_id, session.created_at) == (owner, "s1", at)
     assert len(session.title) == 60 and session.title.endswith("…") and "  " not in session.title
@@ -62,7 +67,9 @@ async def test_a_turn_creates_the_conversation_stores_both_messages_and_moves_up
     assert user_message.created_at == at
     assert (await ChatSession.objects.aget(pk=session_pk)).updated_at > at
 
-    again = await store.turn_begin(owner_id=owner, session_id="s1", content="et demain ?", request_id="r2", at=timezone.now())
+    again = await store.turn_begin(
+        owner_id=owner, session_id="s1", content="et demain ?", request_id="r2", at=timezone.now()
+    )
     assert again == session_pk
     assert (await ChatSession.objects.aget(pk=session_pk)).title == session.title  # the first message names it
 
@@ -72,7 +79,9 @@ async def test_a_conversation_created_without_a_title_is_named_by_its_first_stor
     untitled = await ChatSession.objects.acreate(owner_id=owner, session_id="api", title="")
     titled = await ChatSession.objects.acreate(owner_id=owner, session_id="named", title="Mine")
     for session in (untitled, titled):
-        pk = await store.turn_begin(owner_id=owner, session_id=session.session_id, content="q", request_id="r", at=timezone.now())
+        pk = await store.turn_begin(
+            owner_id=owner, session_id=session.session_id, content="q", request_id="r", at=timezone.now()
+        )
         assert pk == session.pk
         await store.turn_finish(
             session_pk=pk, content="a", status="complete", backend="ollama", model="m", request_id="r",
@@ -85,7 +94,10 @@ async def test_a_conversation_created_without_a_title_is_named_by_its_first_stor
 async def test_first_messages_racing_for_a_new_conversation_all_land_in_one(store):
     owner = await make_owner()
     pks = await asyncio.gather(
-        *(store.turn_begin(owner_id=owner, session_id="new", content=f"m{i}", request_id=str(i), at=timezone.now()) for i in range(8))
+        *(
+            store.turn_begin(owner_id=owner, session_id="new", content=f"m{i}", request_id=str(i), at=timezone.now())
+            for i in range(8)
+        )
     )
     assert len(set(pks)) == 1
     assert await ChatSession.objects.filter(owner_id=owner).acount() == 1
@@ -96,7 +108,9 @@ async def test_history_is_the_last_turns_oldest_first_without_empty_or_failed_re
     owner = await make_owner()
     other = await make_owner("bob")
     for i in range(4):
-        pk = await store.turn_begin(owner_id=owner, session_id="s", content=f"q{i}", request_id=str(i), at=timezone.now())
+        pk = await store.turn_begin(
+            owner_id=owner, session_id="s", content=f"q{i}", request_id=str(i), at=timezone.now()
+        )
         await store.turn_finish(
             session_pk=pk, content=f"a{i}" if i != 2 else "", status="error" if i == 1 else "complete",
             backend="ollama", model="m", request_id=str(i), ttft_ms=None, total_ms=None,
@@ -113,18 +127,3 @@ async def test_history_is_the_last_turns_oldest_first_without_empty_or_failed_re
     assert await store.history(owner_id=owner, session_id="s", turns=0) == []
     assert await store.history(owner_id=owner, session_id="unknown", turns=5) == []
     assert await store.history(owner_id=other, session_id="s", turns=5) == [{"role": "user", "content": "bob's secret"}]
-
-
-async def test_both_stores_write_the_same_rows():
-    owner = await make_owner()
-    written = {}
-    for name, each in (("postgres", PostgresChatStore()), ("orm", OrmChatStore())):
-        at = timezone.now()
-        pk = await each.turn_begin(owner_id=owner, session_id=name, content="Salut  à tous", request_id="r", at=at)
-        await each.turn_finish(
-            session_pk=pk, content="partial text", status="partial", backend="groq", model="llama",
-            request_id="r", ttft_ms=1.5, total_ms=None,
-        )
-        session = await ChatSession.objects.aget(pk=pk)
-        written[name] = (session.title, await rows(pk), await each.history(owner_id=owner, session_id=name, turns=5))
-    assert written["postgres"] == written["orm"]

@@ -32,6 +32,20 @@ async def test_queued_metrics_are_written_with_every_field(settings, async_db):
     assert row.created_at == queued[7].created_at and row.created_at >= before
 
 
+@pytest.mark.parametrize("async_db", [True, False], ids=["async-pool", "orm"])
+async def test_a_row_the_database_refuses_is_lost_alone(settings, async_db, caplog):
+    settings.DATABASE_ASYNC = async_db
+    record_metric(request_id="before", **FIELDS)
+    record_metric(request_id="too long", **{**FIELDS, "model": "m" * 101})  # the column holds 100
+    record_metric(request_id="after", **FIELDS)
+    await flush_metrics()
+    stored = [r async for r in RequestMetric.objects.order_by("request_id").values_list("request_id", flat=True)]
+    assert stored == ["after", "before"]
+    assert [r.getMessage() for r in caplog.records if r.name == "metrics.recorder"] == [
+        "could not write the request metric of request 'too long'"
+    ]
+
+
 async def test_rows_gather_into_one_insert_until_the_wait_ends_or_a_flush(settings, monkeypatch):
     import metrics.recorder as recorder
 
@@ -52,15 +66,22 @@ async def test_rows_gather_into_one_insert_until_the_wait_ends_or_a_flush(settin
     assert batches == [3] and await RequestMetric.objects.acount() == 3
 
 
-async def test_a_full_batch_is_written_without_waiting(settings):
+async def test_a_full_batch_is_written_without_waiting(settings, monkeypatch):
     import metrics.recorder as recorder
 
     settings.METRICS_BATCH_WAIT_S = 30.0
+    written = asyncio.Event()
+    real_insert = recorder._insert_async
+
+    async def signalling_insert(rows):
+        await real_insert(rows)
+        written.set()
+
+    monkeypatch.setattr(recorder, "_insert_async", signalling_insert)
     for i in range(recorder.BATCH_SIZE):
         record_metric(request_id=f"f{i}", **FIELDS)
-    async with asyncio.timeout(10):
-        while await RequestMetric.objects.acount() < recorder.BATCH_SIZE:
-            await asyncio.sleep(0.05)
+    await asyncio.wait_for(written.wait(), 10)  # not the 30 s of METRICS_BATCH_WAIT_S
+    assert await RequestMetric.objects.acount() == recorder.BATCH_SIZE
 
 
 def test_rows_queued_on_a_loop_that_shuts_down_are_still_written(settings):

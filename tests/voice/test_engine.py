@@ -130,7 +130,7 @@ def test_an_uncached_hub_model_offline_fails_fast_naming_the_model_and_the_downl
         TTSEngine.load(config)
     assert time.monotonic() - started < 5
     assert "facebook/mms-tts-zzz" in err.value.message
-    assert "huggingface-cli download facebook/mms-tts-zzz" in err.value.message
+    assert "`hf download facebook/mms-tts-zzz`" in err.value.message
 
 
 def test_an_uncached_hub_model_without_network_fails_fast(tiny_voice, monkeypatch):

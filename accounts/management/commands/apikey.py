@@ -43,7 +43,9 @@ class Command(BaseCommand):
         if days is not None and days <= 0:
             raise CommandError("--expires-in-days must be positive.")
         expires_at = timezone.now() + timedelta(days=days) if days else None
-        key, plaintext = api_key_create(owner=user, name=options["name"], scopes=options["scopes"], expires_at=expires_at)
+        key, plaintext = api_key_create(
+            owner=user, name=options["name"], scopes=options["scopes"], expires_at=expires_at
+        )
         self.stdout.write(plaintext)
         self.stderr.write(
             f"Created key #{key.pk} '{key.name}' for {user.username} with scopes {','.join(key.scopes)}. "
