@@ -99,11 +99,12 @@ class BrowserSessionAuth(SessionAuth):
         self.scope = scope
         super().__init__(csrf=True)
 
-    def _get_key(self, request: HttpRequest) -> str | None:
+    def __call__(self, request: HttpRequest) -> Principal | None:
         # No session cookie: not a browser call, so "no credentials" (401) rather than a CSRF 403.
         if settings.SESSION_COOKIE_NAME not in request.COOKIES:
             return None
-        return super()._get_key(request)
+        principal = super().__call__(request)
+        return principal if isinstance(principal, Principal) else None
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Principal | None:
         user: Any = request.user

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -88,4 +88,5 @@ def settle(future: asyncio.Future[Result], result: Result | None = None, *, erro
     if error is not None:
         future.set_exception(error)
     else:
-        future.set_result(result)  # type: ignore[arg-type]
+        # A sender passes a result whenever it passes no error; None is a valid Result too.
+        future.set_result(cast(Result, result))

@@ -129,8 +129,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_clear(self, frame: dict[str, Any]) -> None:
         session_id = session_id_validate(frame.get("session_id", "default"))
-        streaming = self.task is not None and not self.task.done() and self.generation is not None
-        if streaming and self.generation.request.session_id == session_id:  # type: ignore[union-attr]
+        generation = self.generation if self.task is not None and not self.task.done() else None
+        if generation is not None and generation.request.session_id == session_id:
             await self.send_error("busy", "Cancel the reply in flight before clearing its conversation.")
             return
         await database_sync_to_async(session_clear)(owner_id=self.user_id, session_id=session_id)

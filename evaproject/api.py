@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -27,8 +29,13 @@ def error_response(request: HttpRequest, *, status: int, code: str, message: str
     return api.create_response(request, error_body(code=code, message=message, **extra), status=status)
 
 
-def _on_both(exc_class: type[Exception]):  # type: ignore[no-untyped-def]
-    def register(handler):  # type: ignore[no-untyped-def]
+ErrorHandler = TypeVar("ErrorHandler", bound=Callable[..., HttpResponse])
+
+
+def _on_both(exc_class: type[Exception]) -> Callable[[ErrorHandler], ErrorHandler]:
+    """Register the decorated handler for `exc_class` on both APIs."""
+
+    def register(handler: ErrorHandler) -> ErrorHandler:
         api.add_exception_handler(exc_class, handler)
         legacy_api.add_exception_handler(exc_class, handler)
         return handler
@@ -87,9 +94,9 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 def register_routers() -> None:
     """Attach every app's router once (called from urls.py)."""
+    from accounts.keys_api import router as keys_router
     from chat.api import legacy_router
     from chat.api import router as chat_router
-    from accounts.keys_api import router as keys_router
     from metrics.api import router as metrics_router
     from voice.api import router as voice_router
 

@@ -332,7 +332,9 @@ PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")  # empty: GET /metrics answers 404
 # prometheus_client reads the same variable from the environment at import.
 PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR")
 if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
-    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {PROMETHEUS_MULTIPROC_DIR!r}")
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR must be an existing directory, got {PROMETHEUS_MULTIPROC_DIR!r}"
+    )
 
 # --- i18n, static -----------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

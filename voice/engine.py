@@ -131,7 +131,8 @@ def _from_pretrained(loader: Any, model: str, *, offline: bool) -> Any:
         )
     if not _hub_reachable():
         raise ModelNotAvailable(
-            f"The TTS model {model} is not in the Hugging Face cache and the hub cannot be reached. {_how_to_get(model)}"
+            f"The TTS model {model} is not in the Hugging Face cache and the hub cannot be reached. "
+            f"{_how_to_get(model)}"
         )
     try:
         return loader.from_pretrained(model)
@@ -143,7 +144,11 @@ class TTSEngine:
     """Every configured voice, loaded once and warmed up; synthesis to 16-bit PCM WAV."""
 
     def __init__(
-        self, config: EngineConfig, voices: dict[str, _LoadedVoice], device: str, unavailable: dict[str, str] | None = None
+        self,
+        config: EngineConfig,
+        voices: dict[str, _LoadedVoice],
+        device: str,
+        unavailable: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.device = device
@@ -222,7 +227,9 @@ class TTSEngine:
             "device": self.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "voices": {name: {"model": v.spec.model_label, "sample_rate": v.sample_rate} for name, v in self._voices.items()},
+            "voices": {
+                name: {"model": v.spec.model_label, "sample_rate": v.sample_rate} for name, v in self._voices.items()
+            },
             "unavailable_voices": dict(self._unavailable),
         }
 
@@ -230,7 +237,8 @@ class TTSEngine:
         """What the voice will actually say: spelled out, romanised if needed, folded to its alphabet."""
         spec, text = self.config.checked_request(text=text, voice=voice)
         if spec.name in self._unavailable:
-            raise TTSUnavailable(f"The voice {spec.name!r} is not loaded on this worker: {self._unavailable[spec.name]}")
+            reason = self._unavailable[spec.name]
+            raise TTSUnavailable(f"The voice {spec.name!r} is not loaded on this worker: {reason}")
         loaded = self._voices[spec.name]
         spoken = spoken_form(text, language=spec.language)
         if loaded.romanizer is not None and not spoken.isascii():

@@ -129,7 +129,9 @@ class EngineHost:
             time.sleep(1.0)
             busy_since = self._busy_since
             if busy_since is not None and time.monotonic() - busy_since > self._hang_exit_s:
-                logger.critical("a synthesis has run for over %.0f s: exiting so that the worker is restarted", self._hang_exit_s)
+                logger.critical(
+                    "a synthesis has run for over %.0f s: exiting so that the worker is restarted", self._hang_exit_s
+                )
                 logging.shutdown()
                 os._exit(70)
 
@@ -161,7 +163,8 @@ async def claim_request(request_id: str, *, deadline: float) -> bool:
     or its client has already given up)."""
     if not request_id:
         return True
-    return bool(await cache.aadd(request_key(request_id), f"claimed:{WORKER_ID}", timeout=max(deadline - time.time(), 0) + 60))
+    claim_s = max(deadline - time.time(), 0) + 60
+    return bool(await cache.aadd(request_key(request_id), f"claimed:{WORKER_ID}", timeout=claim_s))
 
 
 async def is_abandoned(request_id: str) -> bool:
@@ -173,7 +176,7 @@ def preload() -> None:
     engine_host().start_loading()
 
 
-class TTSWorkerConsumer(AsyncConsumer):  # type: ignore[misc]  # channels ships no type hints
+class TTSWorkerConsumer(AsyncConsumer):
     """Answers tts.synthesize and tts.ping sent to the "voice-tts" channel."""
 
     async def tts_synthesize(self, message: dict[str, Any]) -> None:
@@ -221,7 +224,9 @@ class TTSWorkerConsumer(AsyncConsumer):  # type: ignore[misc]  # channels ships 
             reply = {"type": "tts.result", "ok": False, "code": exc.code, "message": exc.message}
         except Exception as exc:  # the worker must keep serving after any one failure
             logger.exception("synthesis failed")
-            reply = {"type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}"}
+            reply = {
+                "type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}",
+            }
         finally:
             heartbeat.cancel()
         # Past the deadline or abandoned, nobody reads the reply channel: do not fill it.

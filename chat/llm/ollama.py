@@ -20,7 +20,7 @@ import logging
 import socket
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -175,7 +175,7 @@ class OllamaBackend:
             },
         }
 
-    async def stream(self, messages: ChatMessages) -> AsyncIterator[Chunk]:
+    async def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]:
         timeout = httpx.Timeout(
             connect=settings.OLLAMA_CONNECT_TIMEOUT_S, read=settings.LLM_TOKEN_IDLE_TIMEOUT_S, write=10.0, pool=10.0
         )
