@@ -1,17 +1,25 @@
-"""Admin for API keys. A key's secret is shown once, right after creation."""
+"""Admin for API keys. A key's secret is shown once, right after creation.
+
+The secret is in the answer to the form's POST and nowhere else: the admin's usual "added"
+message would put it in the `messages` cookie (signed, not encrypted), so the add form's
+answer is the page that shows it (never cached: the admin sends no-store), and nothing stores it.
+"""
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils import timezone
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 
-from accounts.api_keys import ALL_SCOPES, api_key_create, key_display
+from accounts.api_keys import ALL_SCOPES, api_key_create, api_keys_revoke, key_display
 from accounts.models import ApiKey
+
+NEW_KEY_TEMPLATE = "admin/accounts/apikey/new_key.html"
 
 # Django's admin and form classes are generic only in django-stubs: subscripted for the type
 # checker alone, since subscripting them at run time needs django_stubs_ext to patch them.
@@ -39,6 +47,11 @@ class ApiKeyAdmin(_ApiKeyModelAdmin):
     actions = ["revoke"]
     # The hash never leaves the database through the admin either.
     exclude = ["hashed_secret"]
+
+    def __init__(self, model: type[ApiKey], admin_site: admin.AdminSite) -> None:
+        super().__init__(model, admin_site)
+        # A created key's secret, from save_model to response_add of the same request.
+        self._new_keys: weakref.WeakKeyDictionary[HttpRequest, str] = weakref.WeakKeyDictionary()
 
     @admin.display(description="key")
     def display(self, obj: ApiKey) -> str:
@@ -70,12 +83,24 @@ class ApiKeyAdmin(_ApiKeyModelAdmin):
         obj.prefix = key.prefix
         obj.hashed_secret = key.hashed_secret
         obj.created_at = key.created_at
-        obj._state.adding = False
-        self.message_user(
-            request, f"New key (copy it now, it will not be shown again): {plaintext}", level=messages.WARNING
-        )
+        self._new_keys[request] = plaintext
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        """The new key's page, with its secret, instead of a redirect carrying a message."""
+        plaintext = self._new_keys.pop(request, None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API key",
+            "opts": self.opts,
+            "original": obj,
+            "plaintext": plaintext,
+        }
+        # The admin's views send never_cache headers (no-store): no browser or proxy keeps it.
+        return TemplateResponse(request, NEW_KEY_TEMPLATE, context)
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = api_keys_revoke(keys=queryset)  # the one revocation service: it ends their sockets too
         self.message_user(request, f"Revoked {count} key(s).")

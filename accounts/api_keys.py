@@ -18,12 +18,13 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import asyncdb
 from accounts.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from accounts.models import ApiKey, Scope
+from accounts.revocation import REVOKED_API_KEY, credentials_revoke, key_credential
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -180,14 +181,24 @@ def _touch_last_used(key: ApiKey, *, now: datetime) -> None:
     key.last_used_at = now
 
 
+def api_keys_revoke(*, keys: QuerySet[ApiKey]) -> int:
+    """Revoke `keys` and end their open sockets in every process; how many were not revoked before."""
+    selected = list(keys.values_list("pk", "prefix"))
+    count = ApiKey.objects.filter(pk__in=[pk for pk, _ in selected], revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    # Keys revoked before are announced again: costless, and it covers a notice Redis missed.
+    credentials_revoke(credentials=[key_credential(prefix) for _, prefix in selected], code=REVOKED_API_KEY)
+    return count
+
+
 def api_key_revoke(*, owner: AbstractBaseUser, key_id: int) -> ApiKey:
-    """Revoke one of `owner`'s keys (idempotent); someone else's key is NotFound."""
+    """Revoke one of `owner`'s keys (idempotent) and end its sockets; someone else's key is NotFound."""
     key = ApiKey.objects.filter(owner_id=owner.pk, pk=key_id).first()
     if key is None:
         raise NotFound("No such API key.")
-    if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
+    api_keys_revoke(keys=ApiKey.objects.filter(pk=key.pk))
+    key.refresh_from_db(fields=["revoked_at"])
     return key
 
 

@@ -6,3 +6,9 @@ class AccountsConfig(AppConfig):
 
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Connect the signals that end the open sockets of a credential that goes (accounts.revocation)."""
+        from accounts.revocation import connect_signals
+
+        connect_signals()

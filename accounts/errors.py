@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from accounts.redaction import redact
+
 
 class EvaError(Exception):
     """Base error: `code` is stable for clients, `message` is for people, `status` for HTTP."""
@@ -10,6 +12,8 @@ class EvaError(Exception):
     status = 400
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        # Messages reach clients (JSON errors, error frames) and logs: no URL password, no secret.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         if code is not None:

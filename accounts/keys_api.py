@@ -9,15 +9,18 @@ from ninja import Router, Schema, Status
 
 from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
 from accounts.auth import BrowserSessionAuth, request_principal
+from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.models import ApiKey, Scope
+from accounts.validation import StoredText
 
 # Keys are managed from a logged-in browser session only: a leaked key must not be able
 # to mint more keys.
 router = Router(tags=["api keys"], auth=[BrowserSessionAuth(Scope.CHAT)])
+KEY_ERRORS = error_responses(*AUTH_ERRORS, 404, 422)  # someone else's key, or none, is 404
 
 
 class KeyIn(Schema):
-    name: str
+    name: StoredText
     scopes: list[str] = [Scope.CHAT.value]
     expires_at: datetime | None = None
 
@@ -50,12 +53,16 @@ def _serialize(key: ApiKey) -> dict[str, object]:
     }
 
 
-@router.get("", response=list[KeyOut], summary="List my API keys")
+@router.get("", response={200: list[KeyOut], **error_responses(*AUTH_ERRORS)}, summary="List my API keys")
 def list_keys(request: HttpRequest) -> list[dict[str, object]]:
     return [_serialize(key) for key in api_keys_of(owner=request_principal(request).user)]
 
 
-@router.post("", response={201: KeyCreatedOut}, summary="Create an API key (the secret is shown once)")
+@router.post(
+    "",
+    response={201: KeyCreatedOut, **error_responses(*AUTH_ERRORS, *BODY_ERRORS)},
+    summary="Create an API key (the secret is shown once)",
+)
 def create_key(request: HttpRequest, payload: KeyIn) -> Status[dict[str, object]]:
     key, plaintext = api_key_create(
         owner=request_principal(request).user, name=payload.name, scopes=payload.scopes, expires_at=payload.expires_at
@@ -63,11 +70,11 @@ def create_key(request: HttpRequest, payload: KeyIn) -> Status[dict[str, object]
     return Status(201, {**_serialize(key), "key": plaintext})
 
 
-@router.post("/{key_id}/revoke", response=KeyOut, summary="Revoke one of my API keys")
+@router.post("/{key_id}/revoke", response={200: KeyOut, **KEY_ERRORS}, summary="Revoke one of my API keys")
 def revoke_key(request: HttpRequest, key_id: int) -> dict[str, object]:
     return _serialize(api_key_revoke(owner=request_principal(request).user, key_id=key_id))
 
 
-@router.delete("/{key_id}", response=KeyOut, summary="Revoke one of my API keys")
+@router.delete("/{key_id}", response={200: KeyOut, **KEY_ERRORS}, summary="Revoke one of my API keys")
 def delete_key(request: HttpRequest, key_id: int) -> dict[str, object]:
     return _serialize(api_key_revoke(owner=request_principal(request).user, key_id=key_id))

@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from accounts.batching import Batcher, settle
 from accounts.errors import EvaError, RateLimited
+from accounts.redaction import redact_url
 
 REDIS_TIMEOUT_S = 5.0
 
@@ -146,7 +147,8 @@ async def rate_limit_check(*, user_id: int, api_key_id: int | None) -> None:
             await _check_redis(limits)
     except (RedisError, OSError, TimeoutError) as exc:
         raise EvaError(
-            f"Rate limits are kept in Redis ({settings.REDIS_URL}), which did not answer ({type(exc).__name__}). "
+            f"Rate limits are kept in Redis ({redact_url(settings.REDIS_URL)}), which did not answer "
+            f"({type(exc).__name__}). "
             "Check that Redis is running and REDIS_URL is right.",
             code="rate_limit_unavailable",
             status=503,

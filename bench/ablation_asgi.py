@@ -15,7 +15,7 @@ from evaproject.asgi import application  # the application served
 
 __all__ = ["application"]
 
-import chat.generation as generation  # noqa: E402
+import chat.generation as generation
 
 PARTS = {part for part in os.environ.get("EVA_ABLATE", "").split(",") if part}
 if "db" in PARTS:

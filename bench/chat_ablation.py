@@ -3,9 +3,10 @@
 Same set-up as chat_latency.py (stand-in Ollama in its own process: first token after 50 ms,
 then one every 10 ms, 20 tokens; EVA on Postgres and Redis; websockets clients). For each
 variant, EVA is started with bench/ablation_asgi.py and EVA_ABLATE naming the parts replaced by
-no-ops (rate limit, database — the history read, the message writes or both —, metrics); N sockets send R messages each. Printed per variant:
-EVA's CPU per reply (user + system, /proc) and the clients' TTFT p50 / p99, medians over the
-rounds; variants alternate within each round, and a direct-to-stand-in run gives the baseline.
+no-ops (rate limit, database — the history read, the message writes or both —, metrics); N sockets
+send R messages each. Printed per variant: EVA's CPU per reply (user + system, /proc) and the
+clients' TTFT p50 / p99, medians over the rounds; variants alternate within each round, and a
+direct-to-stand-in run gives the baseline.
 
 Run: .venv/bin/python bench/chat_ablation.py [--streams 50] [--requests 10] [--rounds 3] [--server daphne|uvicorn]
 """
@@ -13,15 +14,24 @@ Run: .venv/bin/python bench/chat_ablation.py [--streams 50] [--requests 10] [--r
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, start_standin,
+from bench.chat_latency import (
+    DB_NAME,
+    PG_ADMIN,
+    ROOT,
+    cpu_seconds,
+    eva_env,
+    free_port,
+    measure,
+    prepare_database,
+    start_server,
+    start_standin,
 )
 
 VARIANTS = {
@@ -49,7 +59,11 @@ async def main_async(args: argparse.Namespace) -> None:
             for name, parts in VARIANTS.items():
                 port = free_port()
                 server = start_server(
-                    args.server, port, {**env, "EVA_ABLATE": parts}, out / "ablation.log", app="bench.ablation_asgi:application"
+                    args.server,
+                    port,
+                    {**env, "EVA_ABLATE": parts},
+                    out / "ablation.log",
+                    app="bench.ablation_asgi:application",
                 )
                 url = f"http://127.0.0.1:{port}"
                 try:
@@ -64,8 +78,11 @@ async def main_async(args: argparse.Namespace) -> None:
                     print(f"  {name}: {run.errors} errors", flush=True)
                 row = (used / max(1, len(run.samples)) * 1000, run.pct("ttft_ms", 0.5), run.pct("ttft_ms", 0.99))
                 results[name].append(row)
-                print(f"  round {round_ + 1} {name}: CPU/reply {row[0]:.2f} ms, TTFT p50 {row[1]:.1f} p99 {row[2]:.1f}", flush=True)
-                time.sleep(0.5)
+                print(
+                    f"  round {round_ + 1} {name}: CPU/reply {row[0]:.2f} ms, TTFT p50 {row[1]:.1f} p99 {row[2]:.1f}",
+                    flush=True,
+                )
+                await asyncio.sleep(0.5)
     finally:
         ollama.terminate()
         import psycopg

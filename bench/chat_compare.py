@@ -27,10 +27,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, start_standin,
+from bench.chat_latency import (
+    DB_NAME,
+    PG_ADMIN,
+    ROOT,
+    cpu_seconds,
+    eva_env,
+    free_port,
+    measure,
+    prepare_database,
+    start_server,
+    start_standin,
 )
 
 
@@ -41,7 +50,9 @@ def commits() -> int:
     return int(row[0])
 
 
-async def one(side: str, root: Path, args: argparse.Namespace, env: dict[str, str], ollama_url: str, key: str) -> tuple[float, float, float, float]:
+async def one(
+    side: str, root: Path, args: argparse.Namespace, env: dict[str, str], ollama_url: str, key: str
+) -> tuple[float, float, float, float]:
     port = free_port()
     log = ROOT / "bench" / "out" / f"compare-{side}.log"
     server = start_server(args.server, port, env, log, root=root)
@@ -67,8 +78,8 @@ async def one(side: str, root: Path, args: argparse.Namespace, env: dict[str, st
 async def main_async(args: argparse.Namespace) -> None:
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     worktree = Path(tempfile.mkdtemp(prefix="eva-before-"))
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(worktree), args.before], cwd=ROOT, check=True,
-                   capture_output=True)
+    add = ["git", "worktree", "add", "--detach", "-f", str(worktree), args.before]
+    await asyncio.to_thread(subprocess.run, add, cwd=ROOT, check=True, capture_output=True)
     (worktree / ".venv").symlink_to(ROOT / ".venv")
     ollama, ollama_url = start_standin()
     env = eva_env(f"postgres://postgres@127.0.0.1:5432/{DB_NAME}", ollama_url)
@@ -83,15 +94,23 @@ async def main_async(args: argparse.Namespace) -> None:
             for side, root in sides.items():
                 row = await one(side, root, args, env, ollama_url, key)
                 results[side].append(row)
-                print(f"  round {round_ + 1} {side}: CPU/reply {row[0]:.2f} ms, commits/reply {row[1]:.2f}, "
-                      f"TTFT p50 {row[2]:.1f} p99 {row[3]:.1f} (direct {direct[-1][0]:.1f} / {direct[-1][1]:.1f})", flush=True)
+                print(
+                    f"  round {round_ + 1} {side}: CPU/reply {row[0]:.2f} ms, commits/reply {row[1]:.2f}, "
+                    f"TTFT p50 {row[2]:.1f} p99 {row[3]:.1f} (direct {direct[-1][0]:.1f} / {direct[-1][1]:.1f})",
+                    flush=True,
+                )
     finally:
         ollama.terminate()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
-    print(f"\n{args.path} ({args.server}), {args.streams} clients x {args.requests} messages, medians of {args.rounds} rounds; "
-          f"direct TTFT p50 / p99 {statistics.median(d[0] for d in direct):.1f} / {statistics.median(d[1] for d in direct):.1f} ms")
+        remove = ["git", "worktree", "remove", "--force", str(worktree)]
+        await asyncio.to_thread(subprocess.run, remove, cwd=ROOT, check=False)
+    direct_p50 = statistics.median(d[0] for d in direct)
+    direct_p99 = statistics.median(d[1] for d in direct)
+    print(
+        f"\n{args.path} ({args.server}), {args.streams} clients x {args.requests} messages, "
+        f"medians of {args.rounds} rounds; direct TTFT p50 / p99 {direct_p50:.1f} / {direct_p99:.1f} ms"
+    )
     print("| code | EVA CPU per reply ms | Postgres commits per reply | TTFT p50 / p99 ms |\n|---|---|---|---|")
     for side, rows in results.items():
         med = [statistics.median(r[i] for r in rows) for i in range(4)]

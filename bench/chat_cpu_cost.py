@@ -16,8 +16,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chat_latency import (  # noqa: E402
-    DB_NAME, PG_ADMIN, ROOT, cpu_seconds, eva_env, free_port, measure, prepare_database, start_server, start_standin,
+from bench.chat_latency import (
+    DB_NAME,
+    PG_ADMIN,
+    ROOT,
+    cpu_seconds,
+    eva_env,
+    free_port,
+    measure,
+    prepare_database,
+    start_server,
+    start_standin,
 )
 
 STREAMS = 10
@@ -46,12 +55,16 @@ async def main() -> None:
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     long_cpu, long_requests, long_tokens = await one(20)
     short_cpu, short_requests, short_tokens = await one(2)
-    per_token = (long_cpu / long_requests - short_cpu / short_requests) / (long_tokens / long_requests - short_tokens / short_requests)
+    per_token = (long_cpu / long_requests - short_cpu / short_requests) / (
+        long_tokens / long_requests - short_tokens / short_requests
+    )
     per_request = short_cpu / short_requests - per_token * short_tokens / short_requests
     print(f"20-token replies: {long_requests} requests, {long_tokens} tokens, {long_cpu:.2f} s CPU")
     print(f" 2-token replies: {short_requests} requests, {short_tokens} tokens, {short_cpu:.2f} s CPU")
     print(f"per token: {per_token * 1e6:.0f} µs CPU; per request (excluding tokens): {per_request * 1e3:.2f} ms CPU")
-    print(f"one core relays about {1 / per_token:,.0f} tokens/s, i.e. {1 / per_token / 100:.0f} streams of 100 tokens/s")
+    print(
+        f"one core relays about {1 / per_token:,.0f} tokens/s, i.e. {1 / per_token / 100:.0f} streams of 100 tokens/s"
+    )
     import psycopg
 
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:

@@ -106,6 +106,9 @@ def eva_env(port_db_url: str, ollama_url: str) -> dict[str, str]:
         "GROQ_API_KEY": "",
         "RATE_LIMIT_PER_KEY": "100000/minute",
         "RATE_LIMIT_PER_USER": "100000/minute",
+        # One key opens every socket of the load: no per-key or per-user socket cap.
+        "WS_MAX_SOCKETS_PER_KEY": "0",
+        "WS_MAX_SOCKETS_PER_USER": "0",
         "LOG_LEVEL": "warning",
         "LLM_HISTORY_TURNS": "10",
     }
@@ -229,7 +232,14 @@ async def sse_conversation(
 
 
 async def measure(
-    kind: str, concurrency: int, requests: int, *, ollama_url: str, eva_url: str, key: str, sse_path: str = "/api/v1/chat"
+    kind: str,
+    concurrency: int,
+    requests: int,
+    *,
+    ollama_url: str,
+    eva_url: str,
+    key: str,
+    sse_path: str = "/api/v1/chat",
 ) -> Run:
     """kind: direct (the stand-in alone), ws (kept sockets), ws-new (a new socket per message), sse."""
     run = Run(kind, concurrency)
@@ -255,7 +265,10 @@ async def measure(
             # The sockets are opened first: handshakes are not what is measured.
             ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
             sockets = await asyncio.gather(
-                *(websockets.connect(ws_url, additional_headers={"X-API-Key": key}, max_size=None) for _ in range(concurrency))
+                *(
+                    websockets.connect(ws_url, additional_headers={"X-API-Key": key}, max_size=None)
+                    for _ in range(concurrency)
+                )
             )
             results = await asyncio.gather(
                 *(ws_conversation(ws, i, requests, run) for i, ws in enumerate(sockets)), return_exceptions=True
@@ -363,13 +376,17 @@ async def main_async(args: argparse.Namespace) -> None:
                     for _ in range(args.rounds):
                         for target, kind in ((base, "direct"), (ws_run, "ws")):
                             cpu = CpuMeter({"eva": process.pid, "stand-in": ollama.pid})
-                            part = await measure(kind, level, requests.get(level, 3), ollama_url=ollama_url, eva_url=eva_url, key=key)
+                            part = await measure(
+                                kind, level, requests.get(level, 3), ollama_url=ollama_url, eva_url=eva_url, key=key
+                            )
                             print(f"  {kind} x{level}: CPU s/s {cpu.report()}", flush=True)
                             target.samples += part.samples
                             target.errors += part.errors
                         if level <= 50 and with_sse:
                             for target, kind in ((base_sse, "direct"), (sse_run, "sse")):
-                                part = await measure(kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key)
+                                part = await measure(
+                                    kind, level, requests[level], ollama_url=ollama_url, eva_url=eva_url, key=key
+                                )
                                 target.samples += part.samples
                                 target.errors += part.errors
                     lines.append(row(ws_run, base))

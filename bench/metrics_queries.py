@@ -46,7 +46,8 @@ FROM (
         exp(6.0 + 0.8 * sqrt(-2 * ln(1 - u1)) * cos(2 * pi() * u2)) AS ttft,
         exp(7.0 + 0.6 * sqrt(-2 * ln(1 - u3)) * cos(2 * pi() * u4)) AS gen
     FROM (
-        SELECT now() - make_interval(days => %(days)s) + make_interval(secs => g * %(days)s * 86400.0 / %(total)s) AS created_at,
+        SELECT now() - make_interval(days => %(days)s)
+                + make_interval(secs => g * %(days)s * 86400.0 / %(total)s) AS created_at,
             (ARRAY['ws','ws','ws','ws','ws','rest','rest','sse','sse','tts'])[1 + floor(random() * 10)::int] AS channel,
             CASE WHEN random() < 0.7 THEN 'ollama' ELSE 'groq' END AS backend,
             (ARRAY['ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok','ok',
@@ -91,7 +92,10 @@ def fill(*, total: int, days: int, chunk: int = 1_000_000) -> float:
 
     began = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT LIKE %s", [TABLE, "%pkey"])
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT LIKE %s",
+            [TABLE, "%pkey"],
+        )
         indexes = cursor.fetchall()
         # Loading without secondary indexes and building them once afterwards is several times faster.
         for name, _ in indexes:
@@ -157,10 +161,16 @@ def _run_cases(
     filters = metric_filters(window=window)
     filtered = metric_filters(window=window, backend="ollama", model="phi3:mini", channel="ws")
     cases: list[tuple[str, Callable[[], Any]]] = [
-        ("overall: P50/P95/P99 of 3 latencies, counts, rates, upstream means", tuned(lambda: selectors.latency_overall(filters))),
+        (
+            "overall: P50/P95/P99 of 3 latencies, counts, rates, upstream means",
+            tuned(lambda: selectors.latency_overall(filters)),
+        ),
         ("table by backend, model, channel", tuned(lambda: selectors.latency_groups(filters))),
         ("time series, 3 latencies", tuned(lambda: selectors.latency_series(filters))),
-        ("time series, 1 latency (what the page draws)", tuned(lambda: selectors.latency_series(filters, fields=("total_ms",)))),
+        (
+            "time series, 1 latency (what the page draws)",
+            tuned(lambda: selectors.latency_series(filters, fields=("total_ms",))),
+        ),
         ("histograms, 3 latencies", tuned(lambda: selectors.latency_histograms(filters))),
         ("recent errors", tuned(lambda: selectors.recent_errors(filters))),
         ("error codes", tuned(lambda: selectors.error_codes(filters))),

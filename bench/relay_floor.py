@@ -14,6 +14,7 @@ Run: .venv/bin/python bench/relay_floor.py [--levels 1 10 50] [--rounds 3] [--lo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.chat_latency import PYTHON, ROOT, CpuMeter, Run, free_port, measure, row, start_standin, wait_http  # noqa: E402
+from bench.chat_latency import PYTHON, ROOT, CpuMeter, Run, free_port, measure, row, start_standin, wait_http
 
 
 def relay_app(ollama_url: str) -> web.Application:
@@ -70,7 +71,8 @@ def serve(port: int, ollama_url: str, loop: str) -> None:
 async def main_async(args: argparse.Namespace) -> None:
     ollama, ollama_url = start_standin()
     port = free_port()
-    relay = subprocess.Popen([PYTHON, __file__, "--serve", str(port), "--ollama", ollama_url, "--loop", args.loop], cwd=ROOT)
+    command = [PYTHON, __file__, "--serve", str(port), "--ollama", ollama_url, "--loop", args.loop]
+    relay = await asyncio.to_thread(subprocess.Popen, command, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health")
     requests = {1: 10, 10: 4, 50: 3, 200: 2}
@@ -82,7 +84,9 @@ async def main_async(args: argparse.Namespace) -> None:
             for _ in range(args.rounds):
                 for target, kind in ((base, "direct"), (relayed, "ws")):
                     cpu = CpuMeter({"relay": relay.pid, "stand-in": ollama.pid})
-                    part = await measure(kind, level, requests.get(level, 3), ollama_url=ollama_url, eva_url=url, key="")
+                    part = await measure(
+                        kind, level, requests.get(level, 3), ollama_url=ollama_url, eva_url=url, key=""
+                    )
                     print(f"  {kind} x{level}: CPU s/s {cpu.report()}", flush=True)
                     target.samples += part.samples
                     target.errors += part.errors

@@ -54,6 +54,8 @@ def django_env(*, scratch: Path, model: Path, rate: float, ollama_url: str) -> d
         "GROQ_API_KEY": "",
         "RATE_LIMIT_PER_KEY": "100000/minute",
         "RATE_LIMIT_PER_USER": "100000/minute",
+        "WS_MAX_SOCKETS_PER_KEY": "0",
+        "WS_MAX_SOCKETS_PER_USER": "0",
         "MMS_TTS_MODEL": str(model),
         "TTS_VOICES": "none",
         "HF_HUB_OFFLINE": "1",
@@ -70,7 +72,9 @@ async def one_reply(application, key: str, *, session: str) -> dict[str, float]:
     connected, _ = await socket.connect()
     assert connected
     started = time.perf_counter()
-    await socket.send_json_to({"type": "message", "content": "Parle-moi de la tour Eiffel.", "session_id": session, "voice": True})
+    await socket.send_json_to(
+        {"type": "message", "content": "Parle-moi de la tour Eiffel.", "session_id": session, "voice": True}
+    )
     first_audio = first_token = None
     audio_frames = 0
     while True:
@@ -90,7 +94,13 @@ async def one_reply(application, key: str, *, session: str) -> dict[str, float]:
             end = now
             break
     await socket.disconnect()
-    return {"first_token_ms": first_token, "first_audio_ms": first_audio, "end_ms": end, "last_audio_ms": last_audio, "pieces": audio_frames}
+    return {
+        "first_token_ms": first_token,
+        "first_audio_ms": first_audio,
+        "end_ms": end,
+        "last_audio_ms": last_audio,
+        "pieces": audio_frames,
+    }
 
 
 async def ws_chat(application, key: str, *, runs: int) -> dict[str, dict[str, float]]:
@@ -112,7 +122,8 @@ def measure_ws_chat(*, model: Path, rate: float, runs: int) -> dict:
 
     words = REPLY.split(" ")
     tokens = [words[0]] + [" " + word for word in words[1:]]
-    ollama = OllamaStandIn(OllamaBehaviour(reply_tokens=tokens, first_token_delay_s=0.1, token_interval_s=0.025)).start()
+    behaviour = OllamaBehaviour(reply_tokens=tokens, first_token_delay_s=0.1, token_interval_s=0.025)
+    ollama = OllamaStandIn(behaviour).start()
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         env = django_env(scratch=scratch, model=model, rate=rate, ollama_url=ollama.url)
@@ -172,8 +183,14 @@ def main() -> int:
         rate = calibrated_rate(load_engine(model, device="cpu", threads=args.threads))
         ws = measure_ws_chat(model=model, rate=rate, runs=ws_runs)
     report["ws_chat"] = ws
-    print(f"\n/ws/chat, real worker over Redis, stand-in LLM (first token 100 ms, a word every 25 ms), medians of {ws_runs}")
-    print(f"{'mode':>22} | {'first token ms':>14} | {'first audio ms':>14} | {'end ms':>8} | {'last audio ms':>13} | pieces")
+    print(
+        "\n/ws/chat, real worker over Redis, stand-in LLM (first token 100 ms, a word every 25 ms), "
+        f"medians of {ws_runs}"
+    )
+    print(
+        f"{'mode':>22} | {'first token ms':>14} | {'first audio ms':>14} | {'end ms':>8} | "
+        f"{'last audio ms':>13} | pieces"
+    )
     print("-" * 94)
     for mode, label in (("sentences", "sentence by sentence"), ("whole", "whole reply at once")):
         row = ws[mode]

@@ -128,7 +128,9 @@ class WholeReply(SpeechSplitter):
         return [rest] if rest else []
 
 
-async def stream_once(engine: TTSEngine, executor: ThreadPoolExecutor, *, mode: str, ttft_ms: float, token_ms: float) -> dict[str, float]:
+async def stream_once(
+    engine: TTSEngine, executor: ThreadPoolExecutor, *, mode: str, ttft_ms: float, token_ms: float
+) -> dict[str, float]:
     """One simulated reply; times are milliseconds from the request (SpeechStream's construction)."""
     loop = asyncio.get_running_loop()
     audio_at: list[float] = []
@@ -145,7 +147,14 @@ async def stream_once(engine: TTSEngine, executor: ThreadPoolExecutor, *, mode: 
         audio_at.append((time.perf_counter() - started) * 1000)
 
     splitter = WholeReply() if mode == "whole" else SpeechSplitter(first_min_chars=24, max_chars=220)
-    speech = SpeechStream(voice=None, send_json=send_json, send_bytes=send_bytes, synthesize=synthesize, max_in_flight=2, splitter=splitter)
+    speech = SpeechStream(
+        voice=None,
+        send_json=send_json,
+        send_bytes=send_bytes,
+        synthesize=synthesize,
+        max_in_flight=2,
+        splitter=splitter,
+    )
     words = REPLY.split(" ")
     tokens = [words[0]] + [" " + word for word in words[1:]]
     await asyncio.sleep(ttft_ms / 1000)
@@ -168,7 +177,10 @@ def measure_streaming(engine: TTSEngine, *, runs: int, ttft_ms: float, token_ms:
     results: dict[str, dict[str, float]] = {}
     for mode in ("sentences", "whole"):
         asyncio.run(stream_once(engine, executor, mode=mode, ttft_ms=ttft_ms, token_ms=token_ms))  # warm
-        samples = [asyncio.run(stream_once(engine, executor, mode=mode, ttft_ms=ttft_ms, token_ms=token_ms)) for _ in range(runs)]
+        samples = [
+            asyncio.run(stream_once(engine, executor, mode=mode, ttft_ms=ttft_ms, token_ms=token_ms))
+            for _ in range(runs)
+        ]
         results[mode] = {key: round(statistics.median(s[key] for s in samples), 1) for key in samples[0]}
     executor.shutdown()
     return results
@@ -192,17 +204,28 @@ def run(*, device: str, runs: int, stream_runs: int, ttft_ms: float, token_ms: f
             "parameters_m": round(parameters / 1e6, 1),
             "speaking_rate": round(rate, 3),
             "synthesis": [measure_synthesis(engine, text, runs=runs) for text in (TEXT_60, TEXT_250)],
-            "stream": {"ttft_ms": ttft_ms, "token_ms": token_ms, "reply_chars": len(REPLY), **measure_streaming(engine, runs=stream_runs, ttft_ms=ttft_ms, token_ms=token_ms)},
+            "stream": {
+                "ttft_ms": ttft_ms,
+                "token_ms": token_ms,
+                "reply_chars": len(REPLY),
+                **measure_streaming(engine, runs=stream_runs, ttft_ms=ttft_ms, token_ms=token_ms),
+            },
         }
 
 
 def print_report(report: dict) -> None:
-    print(f"\nMMS-sized VITS ({report['parameters_m']}M parameters, random weights), {report['hardware']}, torch {report['torch']}")
+    print(
+        f"\nMMS-sized VITS ({report['parameters_m']}M parameters, random weights), {report['hardware']}, "
+        f"torch {report['torch']}"
+    )
     print(f"speaking rate calibrated to {NATURAL_CHARS_PER_S:g} chars/s: {report['speaking_rate']}\n")
     print(f"{'text':>10} | {'median ms':>9} | {'p90 ms':>8} | {'audio s':>7} | {'RTF':>7} | runs")
     print("-" * 60)
     for row in report["synthesis"]:
-        print(f"{row['chars']:>5} chars | {row['median_ms']:>9} | {row['p90_ms']:>8} | {row['audio_s']:>7} | {row['rtf']:>7} | {row['runs']}")
+        print(
+            f"{row['chars']:>5} chars | {row['median_ms']:>9} | {row['p90_ms']:>8} | {row['audio_s']:>7} | "
+            f"{row['rtf']:>7} | {row['runs']}"
+        )
     stream = report["stream"]
     print(
         f"\nStreamed reply of {stream['reply_chars']} chars: LLM first token after {stream['ttft_ms']:g} ms, "
@@ -212,7 +235,10 @@ def print_report(report: dict) -> None:
     print("-" * 80)
     for mode, label in (("sentences", "sentence by sentence"), ("whole", "whole reply at once")):
         row = stream[mode]
-        print(f"{label:>22} | {row['first_audio_ms']:>14} | {row['last_token_ms']:>13} | {row['all_audio_ms']:>12} | {row['pieces']:g}")
+        print(
+            f"{label:>22} | {row['first_audio_ms']:>14} | {row['last_token_ms']:>13} | {row['all_audio_ms']:>12} | "
+            f"{row['pieces']:g}"
+        )
 
 
 def main() -> int:
@@ -229,7 +255,12 @@ def main() -> int:
         print(f"tts_cuda: torch sees no CUDA device (torch {torch.__version__}); nothing measured.", file=sys.stderr)
         return 2
     report = run(
-        device=args.device, runs=args.runs, stream_runs=args.stream_runs, ttft_ms=args.ttft_ms, token_ms=args.token_ms, threads=args.threads
+        device=args.device,
+        runs=args.runs,
+        stream_runs=args.stream_runs,
+        ttft_ms=args.ttft_ms,
+        token_ms=args.token_ms,
+        threads=args.threads,
     )
     print_report(report)
     if args.json:

@@ -18,8 +18,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
 
 from accounts.auth import auth_for, request_principal
+from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.errors import EvaError
 from accounts.models import Scope
+from accounts.validation import MAX_QUERY_INT
 from chat.generation import ChatGeneration, ChatRequest
 from chat.models import ChatSession
 from chat.selectors import session_messages, session_of, sessions_of
@@ -47,11 +49,6 @@ class ChatOut(Schema):
     ttft_ms: float | None
     tokens: int
     done_reason: str
-
-
-class ErrorOut(Schema):
-    code: str
-    message: str
 
 
 def wants_stream(request: HttpRequest, payload: ChatIn) -> bool:
@@ -93,9 +90,7 @@ async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | di
     }
 
 
-CHAT_RESPONSES: dict[int, Any] = {
-    200: ChatOut, 307: None, 413: ErrorOut, 422: ErrorOut, 429: ErrorOut, 502: ErrorOut, 503: ErrorOut
-}
+CHAT_RESPONSES: dict[int, Any] = {200: ChatOut, 307: None, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 429, 502, 503)}
 # What Ninja cannot infer: the streamed answer, which EVA's ASGI router serves on this URL
 # (chat/sse.py). Integer keys, as Ninja's own, so that these merge into its responses.
 CHAT_OPENAPI_EXTRA: dict[str, Any] = {
@@ -174,7 +169,7 @@ class MessagesPage(Schema):
 
 class PageParams(Schema):
     limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_QUERY_INT)
 
 
 def _session_out(session: ChatSession) -> dict[str, Any]:
@@ -187,44 +182,73 @@ def _session_out(session: ChatSession) -> dict[str, Any]:
     }
 
 
-@router.get("/sessions", response=list[SessionOut], summary="My conversations, most recent first")
+# The error statuses of the conversation endpoints: a session_id that is not one is 422, someone
+# else's or none is 404.
+SESSION_ERRORS = error_responses(*AUTH_ERRORS, 404, 422)
+
+
+@router.get(
+    "/sessions",
+    response={200: list[SessionOut], **error_responses(*AUTH_ERRORS)},
+    summary="My conversations, most recent first",
+)
 def list_sessions(request: HttpRequest) -> list[dict[str, Any]]:
     return [_session_out(s) for s in sessions_of(owner_id=request_principal(request).user_id)]
 
 
-@router.post("/sessions", response={201: SessionOut, 409: ErrorOut}, summary="Create a conversation")
+@router.post(
+    "/sessions",
+    response={201: SessionOut, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 409)},
+    summary="Create a conversation",
+)
 def create_session(request: HttpRequest, payload: SessionIn) -> Status[dict[str, Any]]:
     owner_id = request_principal(request).user_id
     session = session_create(owner_id=owner_id, session_id=payload.session_id, title=payload.title)
     return Status(201, _session_out(session))
 
 
-@router.get("/sessions/{session_id}", response=SessionOut, summary="One conversation")
+@router.get("/sessions/{session_id}", response={200: SessionOut, **SESSION_ERRORS}, summary="One conversation")
 def get_session(request: HttpRequest, session_id: str) -> dict[str, Any]:
     owner_id = request_principal(request).user_id
     return _session_out(session_of(owner_id=owner_id, session_id=session_id_validate(session_id)))
 
 
-@router.get("/sessions/{session_id}/messages", response=MessagesPage, summary="A page of a conversation's messages")
+@router.get(
+    "/sessions/{session_id}/messages",
+    response={200: MessagesPage, **SESSION_ERRORS},
+    summary="A page of a conversation's messages",
+)
 def list_messages(request: HttpRequest, session_id: str, page: Query[PageParams]) -> dict[str, Any]:
     session = session_of(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
     items, count = session_messages(session=session, limit=page.limit, offset=page.offset)
     return {"items": items, "count": count, "limit": page.limit, "offset": page.offset}
 
 
-@router.patch("/sessions/{session_id}", response=SessionOut, summary="Rename a conversation")
+@router.patch(
+    "/sessions/{session_id}",
+    response={200: SessionOut, **SESSION_ERRORS, **error_responses(*BODY_ERRORS)},
+    summary="Rename a conversation",
+)
 def rename_session(request: HttpRequest, session_id: str, payload: SessionPatch) -> dict[str, Any]:
     owner_id = request_principal(request).user_id
     return _session_out(session_rename(owner_id=owner_id, session_id=session_id, title=payload.title))
 
 
-@router.delete("/sessions/{session_id}", response={204: None}, summary="Delete a conversation and its messages")
+@router.delete(
+    "/sessions/{session_id}",
+    response={204: None, **SESSION_ERRORS},
+    summary="Delete a conversation and its messages",
+)
 def delete_session(request: HttpRequest, session_id: str) -> Status[None]:
     session_delete(owner_id=request_principal(request).user_id, session_id=session_id)
     return Status(204, None)
 
 
-@router.post("/sessions/{session_id}/clear", response={204: None}, summary="Forget a conversation's messages")
+@router.post(
+    "/sessions/{session_id}/clear",
+    response={204: None, **error_responses(*AUTH_ERRORS, 422)},
+    summary="Forget a conversation's messages (none to forget is no error)",
+)
 def clear_session(request: HttpRequest, session_id: str) -> Status[None]:
     session_clear(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
     return Status(204, None)

@@ -5,7 +5,10 @@ end, error, cleared, pong. One generation at a time per socket: a message sent w
 reply is streaming gets the error `busy` (the client may cancel first). The generation runs
 in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
 Every bad frame gets an error frame and the socket stays open; a bad credential closes it
-with 4401, a cookie from a foreign Origin with 4403.
+with 4401, a cookie from a foreign Origin with 4403. A credential that goes while the socket is
+open (a revoked key, a deactivated user, a logged-out session: accounts.revocation) closes it
+with an error frame and 4401 within moments, and its next frame is refused whatever the watcher
+did; a key or user over its cap of open sockets gets `too_many_sockets` and 4429.
 """
 
 from __future__ import annotations
@@ -22,12 +25,26 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from accounts.errors import EvaError
 from accounts.models import Scope
+from accounts.revocation import (
+    CLOSE_REVOKED,
+    CLOSE_TOO_MANY,
+    OpenSocket,
+    SocketRevoked,
+    TooManySockets,
+    revocation_message,
+    socket_check,
+    socket_close,
+    socket_open,
+)
 from chat.generation import ChatGeneration, ChatRequest
 from chat.services import session_clear, session_id_validate
 
 logger = logging.getLogger("chat.consumers")
 
 CLIENT_TYPES = ("message", "cancel", "clear", "ping")
+# Frames that act on stored data ask Redis whether the credential still stands; the others
+# rely on what this process knows (free).
+CHECKED_TYPES = ("message", "clear")
 MAX_FRAME_CHARS = 64_000  # far above any valid message (CHAT_MAX_MESSAGE_CHARS of text + JSON)
 
 
@@ -38,6 +55,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = "chat-sockets-need-no-layer"
     generation: ChatGeneration | None = None
     task: asyncio.Task[None] | None = None
+    open_socket: OpenSocket | None = None  # registered under its credentials once accepted
+    ending = False  # closing or closed: no new work
 
     async def connect(self) -> None:
         await self.accept()
@@ -55,8 +74,34 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.user_id = int(scope["user"].pk)
         api_key = scope.get("api_key")
         self.api_key_id = int(api_key.pk) if api_key is not None else None
+        try:
+            self.open_socket = await socket_open(
+                user_id=self.user_id,
+                api_key_prefix=api_key.prefix if api_key is not None else None,
+                session_key=scope.get("session_key"),
+                on_revoked=self.end_revoked,
+            )
+        except (SocketRevoked, TooManySockets) as exc:
+            self.ending = True
+            await self.send_error(exc.code, exc.message)
+            await self.close(code=CLOSE_TOO_MANY if isinstance(exc, TooManySockets) else CLOSE_REVOKED)
 
     async def disconnect(self, code: int) -> None:
+        self.ending = True
+        await self._stop_task()
+        if self.open_socket is not None:
+            await socket_close(self.open_socket)
+
+    async def end_revoked(self, code: str) -> None:
+        """End the socket whose credential went: an `error` frame with `code`, then 4401 (once)."""
+        if self.ending:
+            return
+        self.ending = True
+        await self._stop_task()
+        await self.send_error(code, revocation_message(code))
+        await self.close(code=CLOSE_REVOKED)
+
+    async def _stop_task(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -64,8 +109,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- frames in -----------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.scope.get("auth_error"):
+        if self.open_socket is None or self.ending:
             return  # the socket is closing
+        if self.open_socket.revoked is not None:  # known here, the close may not have gone out yet
+            await self.end_revoked(self.open_socket.revoked)
+            return
         if text_data is None:
             await self.send_error("invalid_frame", "Binary frames are not accepted; send JSON text frames.")
             return
@@ -85,7 +133,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         handler = getattr(self, f"on_{frame['type']}")
         try:
+            if frame["type"] in CHECKED_TYPES:
+                await socket_check(self.open_socket, ask_redis=True)
             await handler(frame)
+        except SocketRevoked as exc:
+            await self.end_revoked(exc.code)
         except EvaError as exc:
             await self.send_error(exc.code, exc.message)
 
@@ -112,6 +164,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.task is not None and not self.task.done():
             await self.send_error("busy", "A reply is still streaming: wait for its end, or send cancel first.")
             return
+        if self.ending:
+            return  # revoked while this frame was checked
         speech = self._speech(frame.get("voice_name")) if voice else None
         self.generation = ChatGeneration(request, speech=speech)
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from accounts.errors import EvaError, InvalidInput
 from accounts.ratelimit import rate_limit_check
+from accounts.validation import text_validate
 from chat.llm.base import Chunk, Done, NoBackendAvailable, StreamFailed, Token
 from chat.llm.fallback import FallbackProvider, StreamStart, default_provider
 from chat.models import ChatMessage
@@ -49,7 +50,7 @@ class Speech(Protocol):
 
 
 def content_validate(content: object) -> str:
-    """A user message: a non-empty string of at most CHAT_MAX_MESSAGE_CHARS characters."""
+    """A user message: a non-empty string of at most CHAT_MAX_MESSAGE_CHARS storable characters."""
     if not isinstance(content, str):
         raise InvalidInput("content must be a string.", code="invalid_message")
     if not content.strip():
@@ -59,7 +60,7 @@ def content_validate(content: object) -> str:
             f"The message has {len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}.",
             code="message_too_long",
         )
-    return content
+    return text_validate(content, field="The message")
 
 
 @dataclass(frozen=True)

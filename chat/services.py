@@ -12,16 +12,17 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from accounts.errors import InvalidInput
+from accounts.validation import text_validate
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_of
 
-SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")  # whole string only: used with fullmatch
 TITLE_MAX = 200
 
 
 def session_id_validate(session_id: object) -> str:
     """A client's session name: 1-100 characters of letters, digits and _ . : -"""
-    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.match(session_id):
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
         raise InvalidInput(
             "session_id must be 1 to 100 characters of letters, digits, '_', '.', ':' or '-'.",
             code="invalid_session_id",
@@ -106,7 +107,7 @@ def chat_turn_finish(
 def session_create(*, owner_id: int, session_id: str | None = None, title: str = "") -> ChatSession:
     """Create a conversation; a random session_id when none is given. An existing name is InvalidInput."""
     session_id = session_id_validate(session_id) if session_id is not None else f"s-{secrets.token_hex(6)}"
-    title = (title or "").strip()[:TITLE_MAX]
+    title = text_validate((title or "").strip()[:TITLE_MAX], field="The title")
     try:
         with transaction.atomic():
             return ChatSession.objects.create(owner_id=owner_id, session_id=session_id, title=title)
@@ -120,14 +121,15 @@ def session_rename(*, owner_id: int, session_id: str, title: str) -> ChatSession
     title = (title or "").strip()
     if not title or len(title) > TITLE_MAX:
         raise InvalidInput(f"A title has 1 to {TITLE_MAX} characters.", code="invalid_title")
-    session = session_of(owner_id=owner_id, session_id=session_id)
+    text_validate(title, field="The title")
+    session = session_of(owner_id=owner_id, session_id=session_id_validate(session_id))
     session.title = title
     session.save(update_fields=["title"])
     return session
 
 
 def session_delete(*, owner_id: int, session_id: str) -> None:
-    session_of(owner_id=owner_id, session_id=session_id).delete()
+    session_of(owner_id=owner_id, session_id=session_id_validate(session_id)).delete()
 
 
 def session_clear(*, owner_id: int, session_id: str) -> int:

@@ -6,11 +6,14 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts.errors import EvaError, RateLimited, error_body
+from accounts.validation import INVALID_TEXT_CODE
 
 logger = logging.getLogger("evaproject.api")
 
@@ -72,7 +75,24 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
         for err in exc.errors
     ]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "The request is not valid."
-    return error_response(request, status=422, code="invalid_request", message=summary, errors=errors)
+    # Text that no store can hold has its own code, as the WebSocket's and the SSE's errors do.
+    types = {err.get("type") for err in exc.errors}
+    code = INVALID_TEXT_CODE if types == {INVALID_TEXT_CODE} else "invalid_request"
+    return error_response(request, status=422, code=code, message=summary, errors=errors)
+
+
+@_on_both(RequestDataTooBig)
+def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(
+        request, status=413, code="request_too_large", message=f"The request body is limited to {limit} bytes."
+    )
+
+
+@_on_both(SuspiciousOperation)
+def on_suspicious_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    # Django's own answer to these (too many fields, a bad multipart body...) is a 400, as here.
+    return error_response(request, status=400, code="bad_request", message="The request is malformed.")
 
 
 @_on_both(HttpError)

@@ -7,6 +7,7 @@ does not parse stops start-up with an `ImproperlyConfigured` naming the variable
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -235,6 +236,32 @@ SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
 API_KEY_HASH_SECRET = envsecret("API_KEY_HASH_SECRET", debug=True, debug_default=SECRET_KEY)
 API_KEY_LAST_USED_RESOLUTION_S = envint("API_KEY_LAST_USED_RESOLUTION_S", 60, minimum=0)
 
+# --- security issue #15 (helper "secrets"): /ready details, login throttling -------------------
+READY_TOKEN = envstr("READY_TOKEN")  # `Authorization: Bearer` for /ready's details; empty: staff sessions only
+# Login throttling (django-axes, accounts/login_throttle.py): after LOGIN_FAILURE_LIMIT failed
+# logins for one username, or from one client address, /login/ and /admin/login/ refuse every
+# login for LOGIN_COOLOFF_MINUTES. The counts live in the cache: Redis, shared by all processes,
+# when REDIS_URL is set; else the process's memory (the embedded default is one process).
+LOGIN_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_COOLOFF_MINUTES = envint("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+INSTALLED_APPS.append("axes")
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes requires
+AUTHENTICATION_BACKENDS = [
+    "accounts.login_throttle.LoginThrottleBackend",  # first: a locked-out login never reaches the password
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks out
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.login_throttle.lockout_response"
+AXES_ENABLE_ADMIN = False  # the cache handler keeps no rows for the admin to list
+AXES_VERBOSE = False
+if not REDIS_URL:
+    # axes warns that a per-process cache counts per process: intended without Redis (above).
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+
 # --- LLM --------------------------------------------------------------------------------
 OLLAMA_URL = envurl("OLLAMA_URL", "http://127.0.0.1:11434")
 OLLAMA_MODEL = envstr("OLLAMA_MODEL", "phi3:mini")
@@ -280,6 +307,12 @@ def envratelimit(name: str, default: str) -> str:
 
 RATE_LIMIT_PER_KEY = envratelimit("RATE_LIMIT_PER_KEY", "60/minute")
 RATE_LIMIT_PER_USER = envratelimit("RATE_LIMIT_PER_USER", "120/minute")
+
+# --- open WebSockets per credential (security issue #15, helper "revoke": accounts/revocation.py)
+# Open /ws/chat sockets one API key, and one user (keys and browser sessions together), may hold;
+# 0: no cap. With REDIS_URL the count spans every web process.
+WS_MAX_SOCKETS_PER_KEY = envint("WS_MAX_SOCKETS_PER_KEY", 20, minimum=0)
+WS_MAX_SOCKETS_PER_USER = envint("WS_MAX_SOCKETS_PER_USER", 50, minimum=0)
 
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model
@@ -353,7 +386,13 @@ LOG_LEVEL = envchoice("LOG_LEVEL", "INFO", ("debug", "info", "warning", "error")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # Every line goes through accounts.redaction (no URL password or secret setting in a log).
+    "formatters": {
+        "plain": {
+            "class": "accounts.redaction.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {name: {"level": LOG_LEVEL} for name in ("chat", "voice", "metrics", "evaproject")},

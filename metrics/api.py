@@ -13,6 +13,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router
 
 from accounts.auth import Principal, auth_for, request_principal
+from accounts.error_schemas import AUTH_ERRORS, error_responses
 from accounts.errors import NotFound
 from accounts.models import Scope
 from metrics.export import metrics_csv_chunks
@@ -21,6 +22,8 @@ from metrics.schemas import LatencyQuery, LatencyReportOut
 from metrics.selectors import latency_report, metric_filters, parse_group_by
 
 router = Router(tags=["metrics"])
+# A non-staff key asking for another user's requests is 404; a parameter out of bounds, 422.
+METRICS_ERRORS = error_responses(*AUTH_ERRORS, 404, 422)
 
 
 def _filters_for(principal: Principal, params: LatencyQuery) -> MetricFilters:
@@ -65,7 +68,7 @@ def report_as_json(report: LatencyReport) -> dict[str, Any]:
 @router.get(
     "/metrics/latency",
     auth=auth_for(Scope.METRICS),
-    response=LatencyReportOut,
+    response={200: LatencyReportOut, **METRICS_ERRORS},
     summary="Latency percentiles, counts, error rates, time series and histograms for a window",
 )
 def latency(request: HttpRequest, params: Query[LatencyQuery]) -> dict[str, Any]:
@@ -77,6 +80,7 @@ def latency(request: HttpRequest, params: Query[LatencyQuery]) -> dict[str, Any]
     "/metrics/export.csv",
     auth=auth_for(Scope.METRICS),
     summary="The raw request metrics of a window as CSV, oldest first",
+    response={200: None, **METRICS_ERRORS},
     openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {}}}}},
 )
 async def export_csv(request: HttpRequest, params: Query[LatencyQuery]) -> StreamingHttpResponse:

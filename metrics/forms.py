@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
+from accounts.validation import MAX_QUERY_INT
 from metrics.models import Channel
 from metrics.selectors import DEFAULT_GROUP_BY, LATENCY_FIELDS
 
@@ -31,8 +32,8 @@ class LatencyFilterForm(forms.Form):
     backend = forms.CharField(required=False, max_length=32)
     model = forms.CharField(required=False, max_length=100)
     channel = forms.ChoiceField(choices=[("", "all channels"), *Channel.choices], required=False)
-    user = forms.IntegerField(required=False, min_value=1)
-    key = forms.IntegerField(required=False, min_value=1)
+    user = forms.IntegerField(required=False, min_value=1, max_value=MAX_QUERY_INT)
+    key = forms.IntegerField(required=False, min_value=1, max_value=MAX_QUERY_INT)
     group_by = forms.ChoiceField(choices=GROUP_BY_CHOICES, required=False)
     metric = forms.ChoiceField(choices=METRIC_CHOICES, required=False)
 

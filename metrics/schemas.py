@@ -5,20 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ninja import Schema
+from ninja import Field, Schema
 
+from accounts.validation import QueryInt, StoredText
 from metrics.selectors import DEFAULT_GROUP_BY
 
 
 class LatencyQuery(Schema):
-    window: str = "24h"
-    start: datetime | None = None
-    end: datetime | None = None
-    backend: str = ""
-    model: str = ""
+    window: str = Field("24h", description="A duration: 15m, 1h, 24h, 7d, 30d... (at most 400 days), or custom.")
+    start: datetime | None = Field(None, description="A custom window's start (1970 to 3000).")
+    end: datetime | None = Field(None, description="A custom window's end, excluded (1970 to 3000).")
+    backend: StoredText = ""
+    model: StoredText = ""
     channel: str = ""
-    user: int | None = None
-    key: int | None = None
+    user: QueryInt | None = None
+    key: QueryInt | None = None
     group_by: str = ",".join(DEFAULT_GROUP_BY)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
@@ -18,6 +18,11 @@ PRESET_WINDOWS = ("15m", "1h", "24h", "7d")
 DEFAULT_WINDOW = "24h"
 CUSTOM_WINDOW = "custom"
 MAX_WINDOW = timedelta(days=400)
+# Any duration (a window, a retention) and any start or end must stay inside these, or date
+# arithmetic overflows; no EVA metric lies outside them.
+MAX_DURATION = timedelta(days=36500)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -35,10 +40,15 @@ def parse_duration(text: str) -> timedelta:
             f"Not a duration: {text!r}. Use a number and a unit s, m, h, d or w (e.g. 15m, 24h, 30d).",
             code="invalid_duration",
         )
-    amount = int(match.group(1))
-    if amount <= 0:
+    digits = match.group(1).lstrip("0")
+    seconds = int(digits or "0") * _UNIT_SECONDS[match.group(2).lower()] if len(digits) <= 12 else None
+    if seconds == 0:
         raise InvalidInput(f"A duration must be positive, got {text!r}.", code="invalid_duration")
-    return timedelta(seconds=amount * _UNIT_SECONDS[match.group(2).lower()])
+    if seconds is None or seconds > MAX_DURATION.total_seconds():
+        raise InvalidInput(
+            f"A duration may be at most {MAX_DURATION.days} days, got {text!r}.", code="invalid_duration"
+        )
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -73,8 +83,8 @@ def resolve_window(
     now = now or timezone.now()
     name = (window or "").strip().lower()
     if start is not None or end is not None or name == CUSTOM_WINDOW:
-        end = _aware(end) if end is not None else now
-        start = _aware(start) if start is not None else end - timedelta(hours=24)
+        end = _in_range(end, name="end") if end is not None else now
+        start = _in_range(start, name="start") if start is not None else end - timedelta(hours=24)
         if start >= end:
             raise InvalidInput("The window's start must be before its end.", code="invalid_window")
         if end - start > MAX_WINDOW:
@@ -86,7 +96,16 @@ def resolve_window(
     return Window(start=now - span, end=now, name=name or DEFAULT_WINDOW)
 
 
-def _aware(moment: datetime) -> datetime:
-    if timezone.is_naive(moment):
-        return timezone.make_aware(moment, timezone.get_current_timezone())
+def _in_range(moment: datetime, *, name: str) -> datetime:
+    """`moment`, aware, if it lies between EARLIEST and LATEST; InvalidInput otherwise."""
+    try:
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, timezone.get_current_timezone())
+        in_range = EARLIEST <= moment <= LATEST
+    except OverflowError:  # a time zone's offset pushed it past year 1 or 9999
+        in_range = False
+    if not in_range:
+        raise InvalidInput(
+            f"The window's {name} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}.", code="invalid_window"
+        )
     return moment

@@ -73,9 +73,9 @@ async def _close_db_connections_opened_by_async_code():
     from asgiref.sync import sync_to_async
     from django.db import connections
 
+    from accounts.asyncdb import close_async_pool
     from chat.generation import drain_background_writes
     from chat.llm.ollama import close_shared_client
-    from accounts.asyncdb import close_async_pool
     from metrics.recorder import stop_metric_writer
 
     await drain_background_writes()

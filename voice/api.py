@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from accounts.auth import auth_for, request_principal
+from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.models import Scope
 from voice import client
 from voice.services import tts_speak
@@ -29,18 +30,14 @@ class VoiceOut(Schema):
     default: bool
 
 
-class ErrorOut(Schema):
-    code: str
-    message: str
-
-
 @router.post(
     "/tts",
-    response={200: None, 401: ErrorOut, 422: ErrorOut, 429: ErrorOut, 503: ErrorOut},
+    response={200: None, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 429, 503)},
     summary="Speak a text",
     description=(
         "Answers `audio/wav` (16-bit PCM, mono, the voice's sample rate, 16 kHz for MMS). "
-        "Errors: 422 `invalid_text` (empty or nothing speakable), `text_too_long`, `unknown_voice`; "
+        "Errors: 422 `invalid_text` (empty or nothing speakable), `text_too_long`, `unknown_voice`, "
+        "`invalid_text_characters` (a NUL character or a lone surrogate); "
         "503 `tts_unavailable` (no TTS worker answered in time)."
     ),
     openapi_extra={
@@ -66,6 +63,10 @@ async def speak(request: HttpRequest, payload: SpeechIn) -> HttpResponse:
     return response
 
 
-@router.get("/voices", response=list[VoiceOut], summary="The voices available for /tts and /ws/chat")
+@router.get(
+    "/voices",
+    response={200: list[VoiceOut], **error_responses(*AUTH_ERRORS)},
+    summary="The voices available for /tts and /ws/chat",
+)
 def list_voices(request: HttpRequest) -> list[dict[str, Any]]:
     return client.voices()

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from accounts.errors import EvaError
+from accounts.redaction import redact
 from voice.config import TTS_CHANNEL, engine_config, transport_name
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.local_worker import LocalWorker
@@ -104,7 +105,7 @@ async def _channel_request(
         _abandon(request_id, timeout_s=timeout_s)  # so that no worker starts it or answers it now
         if isinstance(exc, (EvaError, asyncio.CancelledError)) or not isinstance(exc, Exception):
             raise
-        logger.warning("channel layer failure during a TTS request: %s: %s", type(exc).__name__, exc)
+        logger.warning("channel layer failure during a TTS request: %s: %s", type(exc).__name__, redact(str(exc)))
         raise TTSUnavailable(f"The channel layer failed: {type(exc).__name__}: {exc}") from exc
 
 

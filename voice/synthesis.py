@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from accounts.validation import text_validate
 from voice.errors import InvalidText, TextTooLong, UnknownVoice
 
 
@@ -59,7 +60,7 @@ class EngineConfig:
         text = text.strip()
         if len(text) > self.max_chars:
             raise TextTooLong(f"The text has {len(text)} characters; at most {self.max_chars} can be spoken at once.")
-        return spec, text
+        return spec, text_validate(text, field="The text")
 
 
 @dataclass(frozen=True)

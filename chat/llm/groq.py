@@ -16,6 +16,7 @@ import groq
 from django.conf import settings
 from groq.types.chat import ChatCompletionMessageParam
 
+from accounts.redaction import redact
 from chat.llm.base import (
     BackendUnavailable,
     ChatMessages,
@@ -121,4 +122,5 @@ class GroqBackend:
 
     def _failure(self, started: bool, message: str, status: int | None) -> BackendUnavailable | StreamFailed:
         cls = StreamFailed if started else BackendUnavailable
-        return cls(message, backend=self.name, status=status)
+        # The SDK's messages can quote GROQ_BASE_URL or the key: neither may reach a client or a log.
+        return cls(redact(message), backend=self.name, status=status)

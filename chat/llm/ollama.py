@@ -22,7 +22,6 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -30,6 +29,7 @@ import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 
+from accounts.redaction import redact, redact_url
 from chat.llm.base import (
     BackendUnavailable,
     ChatMessages,
@@ -60,14 +60,6 @@ async def close_shared_client() -> None:
     client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
-
-
-def _without_credentials(url: str) -> str:
-    """The URL without its user and password: the only form that goes into messages and logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _os_reason(error: OSError) -> str:
@@ -115,7 +107,7 @@ def _timed_out(exc: httpx.TransportError) -> bool:
 
 def _describe(exc: httpx.TransportError, *, started: bool) -> str:
     """A message for a transport failure, naming the URL without credentials."""
-    where = _without_credentials(str(settings.OLLAMA_URL))
+    where = redact_url(str(settings.OLLAMA_URL))
     why = None if started else _connect_failure(exc)
     if why is not None:
         return f"Ollama is not reachable at {where}: {why}; start it with `ollama serve`"
@@ -191,7 +183,7 @@ class OllamaBackend:
                     detail = _error_text(await response.aread())
                     hint = f" (run `ollama pull {self.model}`)" if response.status_code == 404 else ""
                     raise BackendUnavailable(
-                        f"Ollama answered {response.status_code}: {detail}{hint}",
+                        redact(f"Ollama answered {response.status_code}: {detail}{hint}"),
                         backend=self.name,
                         status=response.status_code,
                     )
@@ -226,11 +218,11 @@ class OllamaBackend:
         except httpx.TransportError as exc:
             raise self._failure(started, _describe(exc, started=started)) from None
         except httpx.InvalidURL as exc:
-            raise BackendUnavailable(f"OLLAMA_URL is not a valid URL ({exc})", backend=self.name) from None
+            raise BackendUnavailable(redact(f"OLLAMA_URL is not a valid URL ({exc})"), backend=self.name) from None
 
     def _failure(self, started: bool, message: str) -> BackendUnavailable | StreamFailed:
         cls = StreamFailed if started else BackendUnavailable
-        return cls(message, backend=self.name)
+        return cls(redact(message), backend=self.name)
 
 
 def _keep_alive() -> int | str:
@@ -244,7 +236,7 @@ def _keep_alive() -> int | str:
 async def ollama_readiness() -> dict[str, Any]:
     """Whether Ollama answers and has the configured model pulled (GET /api/tags)."""
     wanted = settings.OLLAMA_MODEL
-    where = _without_credentials(str(settings.OLLAMA_URL))
+    where = redact_url(str(settings.OLLAMA_URL))
     report: dict[str, Any] = {"url": where, "model": wanted}
     try:
         url, auth = _endpoint(settings.OLLAMA_URL, "/api/tags")
@@ -255,7 +247,7 @@ async def ollama_readiness() -> dict[str, Any]:
         why = _connect_failure(exc) or type(exc).__name__
         return {**report, "ok": False, "error": f"Ollama unreachable at {where}: {why}"}
     except httpx.InvalidURL as exc:
-        return {**report, "ok": False, "error": f"OLLAMA_URL is not a valid URL ({exc})"}
+        return {**report, "ok": False, "error": redact(f"OLLAMA_URL is not a valid URL ({exc})")}
     except (httpx.HTTPError, ValueError) as exc:
         return {**report, "ok": False, "error": f"Ollama unreachable at {where}: {type(exc).__name__}"}
     names = {m.get("name") for m in models} | {m.get("model") for m in models}
@@ -267,20 +259,20 @@ async def ollama_readiness() -> dict[str, Any]:
 async def ollama_warmup() -> bool:
     """Ask Ollama to load the model (empty messages + keep_alive) so the first user does not wait."""
     payload: dict[str, Any] = {"model": settings.OLLAMA_MODEL, "messages": [], "keep_alive": _keep_alive()}
-    where = _without_credentials(str(settings.OLLAMA_URL))
+    where = redact_url(str(settings.OLLAMA_URL))
     try:
         url, auth = _endpoint(settings.OLLAMA_URL, "/api/chat")
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), trust_env=False) as client:
             response = await client.post(url, json=payload, auth=auth)
         if response.status_code != 200:
             detail = _error_text(response.content)
-            logger.warning("Ollama warm-up: %s answered %s: %s", where, response.status_code, detail)
+            logger.warning("Ollama warm-up: %s answered %s: %s", where, response.status_code, redact(detail))
             return False
         logger.info("Ollama warm-up: model %s is loaded", settings.OLLAMA_MODEL)
         return True
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         if isinstance(exc, httpx.InvalidURL):
-            why = f"OLLAMA_URL is not a valid URL ({exc})"
+            why = redact(f"OLLAMA_URL is not a valid URL ({exc})")
         else:
             why = (_connect_failure(exc) if isinstance(exc, httpx.TransportError) else None) or type(exc).__name__
         logger.warning("Ollama warm-up: %s not reachable: %s; chat will fall back if configured", where, why)

@@ -52,7 +52,9 @@ def test_it_rejects_malformed_keys(raw):
 
 
 def test_it_rejects_an_expired_key(alice):
-    key, plaintext = api_key_create(owner=alice, name="phone", scopes="chat", expires_at=timezone.now() + timedelta(hours=1))
+    key, plaintext = api_key_create(
+        owner=alice, name="phone", scopes="chat", expires_at=timezone.now() + timedelta(hours=1)
+    )
     ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(AuthenticationFailed) as err:
         api_key_authenticate(raw_key=plaintext)
@@ -110,7 +112,9 @@ def test_last_used_is_written_at_most_once_per_window(alice, django_assert_num_q
 
 def test_management_command_creates_lists_and_revokes(alice):
     out, err = StringIO(), StringIO()
-    call_command("apikey", "create", "--user", "alice", "--name", "phone", "--scopes", "chat,tts", stdout=out, stderr=err)
+    call_command(
+        "apikey", "create", "--user", "alice", "--name", "phone", "--scopes", "chat,tts", stdout=out, stderr=err
+    )
     plaintext = out.getvalue().strip()
     assert api_key_authenticate(raw_key=plaintext, scope="tts").owner == alice
     listing = StringIO()

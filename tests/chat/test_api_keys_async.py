@@ -37,13 +37,21 @@ async def test_a_valid_key_comes_back_with_its_owner_as_the_orm_loads_them(path)
     assert (found.pk, found.prefix, found.scopes, found.name) == (key.pk, key.prefix, ["chat", "tts"], "phone")
     assert found.has_scope("tts") and not found.has_scope("metrics")
     owner = found.owner  # loaded with the key: no query here in async code
-    assert (owner.pk, owner.username, owner.email, owner.is_active) == (key.owner.pk, key.owner.username, "a@example.com", True)
-    assert found._state.adding is False and found._state.db == "default"
+    expected = (key.owner.pk, key.owner.username, "a@example.com", True)
+    assert (owner.pk, owner.username, owner.email, owner.is_active) == expected
+    # A saved instance, as the ORM would load it: refreshing it from the database changes nothing.
+    await found.arefresh_from_db()
+    assert (found.pk, found.prefix, found.scopes) == (key.pk, key.prefix, ["chat", "tts"])
 
 
 @pytest.mark.parametrize(
     "raw, code",
-    [(None, "missing_api_key"), ("", "missing_api_key"), ("eva_onlytwo", "invalid_api_key"), ("xyz_a_b", "invalid_api_key")],
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("eva_onlytwo", "invalid_api_key"),
+        ("xyz_a_b", "invalid_api_key"),
+    ],
 )
 async def test_missing_and_malformed_keys_are_refused(path, raw, code):
     with pytest.raises(AuthenticationFailed) as error:
@@ -56,7 +64,9 @@ async def test_a_tampered_secret_and_an_unknown_prefix_are_refused_alike(path, m
     calls = []
     real = hmac.compare_digest
     monkeypatch.setattr(api_keys.hmac, "compare_digest", lambda a, b: calls.append(1) or real(a, b))
-    for raw in (plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B"), f"eva_ffffffffffff_{plaintext.split('_', 2)[2]}"):
+    tampered = plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B")
+    unknown_prefix = f"eva_ffffffffffff_{plaintext.split('_', 2)[2]}"
+    for raw in (tampered, unknown_prefix):
         with pytest.raises(AuthenticationFailed) as error:
             await api_key_authenticate_async(raw_key=raw)
         assert error.value.code == "invalid_api_key"

@@ -23,7 +23,7 @@ async def ask(user_key, content="hello", session_id="default"):
     ws = ws_with_key(key)
     assert (await ws.connect())[0]
     await ws.send_json_to({"type": "message", "content": content, "session_id": session_id})
-    frames = await receive_until(ws, "end", timeout=15)
+    frames = await receive_until(ws, "end", frame_timeout_s=15)
     await ws.disconnect()
     return frames
 
@@ -90,7 +90,7 @@ async def test_a_fallback_is_recorded_as_such(ollama, groq_cloud, user_key):
     await flush_metrics()
     metric = await RequestMetric.objects.aget(request_id=end["request_id"])
     assert (metric.backend, metric.status) == ("groq", "fallback")
-    assert metric.upstream_queue_ms == 12.0 and metric.upstream_prompt_ms == 3.0 and metric.upstream_generation_ms == 21.0
+    assert (metric.upstream_queue_ms, metric.upstream_prompt_ms, metric.upstream_generation_ms) == (12.0, 3.0, 21.0)
     assert metric.tokens_out == 3
 
 

@@ -79,7 +79,9 @@ async def test_200_sockets_with_5_messages_each_all_stored_and_delivered(ollama_
     try:
         keys = await make_users(SOCKETS)
         ws_url = server.url.replace("http://", "ws://") + "/ws/chat"
-        results = await asyncio.gather(*(converse(ws_url, key, i) for i, key in enumerate(keys)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(converse(ws_url, key, i) for i, key in enumerate(keys)), return_exceptions=True
+        )
     finally:
         stop_process(server.process)
     failures = [r for r in results if isinstance(r, BaseException)]

@@ -49,7 +49,12 @@ def parse_sse(raw: bytes) -> list[tuple[str, dict]]:
 
 
 def _headers(key: str | None, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    headers = {"host": "localhost", "content-type": "application/json", **({"x-api-key": key} if key else {}), **extra}
+    headers = {
+        "host": "localhost:8000",  # a browser's Origin check compares it with Origin
+        "content-type": "application/json",
+        **({"x-api-key": key} if key else {}),
+        **extra,
+    }
     return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 

@@ -73,7 +73,8 @@ async def test_a_logged_in_browser_from_our_origin_is_accepted():
 
 
 async def test_a_cookie_socket_from_another_site_is_refused():
-    await assert_closed_with(ws_with_session(await browser_session(), origin="https://evil.example"), 4403, "origin_not_allowed")
+    communicator = ws_with_session(await browser_session(), origin="https://evil.example")
+    await assert_closed_with(communicator, 4403, "origin_not_allowed")
 
 
 async def test_a_cookie_socket_without_origin_is_refused():

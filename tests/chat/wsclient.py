@@ -17,17 +17,23 @@ def ws_with_key(raw_key: str, *, path: str = "/ws/chat") -> WebsocketCommunicato
 def ws_with_session(session_key: str, *, origin: str | None = "http://localhost:8000") -> WebsocketCommunicator:
     from evaproject.asgi import application
 
-    headers: list[tuple[bytes, bytes]] = [(b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode())]
+    # A browser sends the Host it addressed: the Origin check compares it with the Origin.
+    headers: list[tuple[bytes, bytes]] = [
+        (b"host", b"localhost:8000"),
+        (b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()),
+    ]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     return WebsocketCommunicator(application, "/ws/chat", headers=headers)
 
 
-async def receive_until(communicator: WebsocketCommunicator, frame_type: str, *, timeout: float = 10) -> list[dict[str, Any]]:
-    """Collect JSON frames up to and including the first of `frame_type`."""
+async def receive_until(
+    communicator: WebsocketCommunicator, frame_type: str, *, frame_timeout_s: float = 10
+) -> list[dict[str, Any]]:
+    """Collect JSON frames up to and including the first of `frame_type`, waiting at most `frame_timeout_s` for each."""
     frames: list[dict[str, Any]] = []
     while True:
-        frame = await communicator.receive_json_from(timeout=timeout)
+        frame = await communicator.receive_json_from(timeout=frame_timeout_s)
         frames.append(frame)
         if frame.get("type") == frame_type:
             return frames

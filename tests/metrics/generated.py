@@ -50,4 +50,10 @@ def expected_distribution(rows: list[dict[str, Any]], field: str) -> dict[str, A
     if values.size == 0:
         return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None}
     p50, p95, p99 = np.percentile(values, [50, 95, 99], method="linear")
-    return {"count": int(values.size), "mean": float(values.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+    }

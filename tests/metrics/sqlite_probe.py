@@ -2,7 +2,8 @@
 
 The percentile test starts it with DATABASE_URL=sqlite:///... so that EVA's own settings,
 migrations and selectors run on SQLite exactly as on a machine without Postgres.
-Usage: python -m tests.metrics.sqlite_probe <seed> <count> <start-iso> <span-seconds> <window-start-iso> <window-end-iso>
+Usage: python -m tests.metrics.sqlite_probe <seed> <count> <start-iso> <span-seconds>
+       <window-start-iso> <window-end-iso>
 """
 
 from __future__ import annotations

@@ -127,7 +127,11 @@ def test_percentiles_match_numpy_on_sqlite(tmp_path, now):
     """The same selectors on a real SQLite database, in a process whose settings have no Postgres."""
     start = now - timedelta(hours=3)
     span = timedelta(hours=3)
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'probe.sqlite3'}", "DJANGO_SETTINGS_MODULE": "evaproject.settings"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'probe.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "evaproject.settings",
+    }
     args = [str(13), "1500", start.isoformat(), str(span.total_seconds()), start.isoformat(), now.isoformat()]
     result = subprocess.run(
         [sys.executable, "-m", "tests.metrics.sqlite_probe", *args],

@@ -86,7 +86,9 @@ def test_recorded_requests_show_as_histograms_and_counters(token):
 def test_time_to_first_audio_has_its_own_histogram(token):
     model = f"tts-{uuid.uuid4().hex[:8]}"
     observe_request_metric(
-        RequestMetric(channel="tts", backend="mms", model=model, status="ok", total_ms=800.0, time_to_first_audio_ms=350.0)
+        RequestMetric(
+            channel="tts", backend="mms", model=model, status="ok", total_ms=800.0, time_to_first_audio_ms=350.0
+        )
     )
     audio = scrape()["eva_request_first_audio_seconds"]
     labels = {"backend": "mms", "model": model, "channel": "tts"}
@@ -101,8 +103,12 @@ django.setup()
 from metrics.models import RequestMetric
 from metrics.prometheus import observe_request_metric
 for _ in range(int(sys.argv[1])):
-    observe_request_metric(RequestMetric(channel="rest", backend="groq", model="m", status="ok", ttft_ms=120.0, total_ms=700.0))
-observe_request_metric(RequestMetric(channel="rest", backend="groq", model="m", status="error", error_code="x", total_ms=50.0))
+    observe_request_metric(
+        RequestMetric(channel="rest", backend="groq", model="m", status="ok", ttft_ms=120.0, total_ms=700.0)
+    )
+observe_request_metric(
+    RequestMetric(channel="rest", backend="groq", model="m", status="error", error_code="x", total_ms=50.0)
+)
 """
 
 

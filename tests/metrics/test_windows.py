@@ -118,7 +118,8 @@ def test_series_buckets_cover_the_window_and_start_on_round_times(now):
 @pytest.mark.django_db
 def test_histogram_bins_are_half_open_and_count_every_known_value(add_metrics, now):
     at = now - timedelta(minutes=5)
-    add_metrics([{"created_at": at, "total_ms": value, "ttft_ms": None} for value in (0.0, 49.9, 50.0, 99.0, 60000.0, 125000.0)])
+    values = (0.0, 49.9, 50.0, 99.0, 60000.0, 125000.0)
+    add_metrics([{"created_at": at, "total_ms": value, "ttft_ms": None} for value in values])
     bins = latency_histograms(metric_filters(window="15m"))
     total = {(item.lower_ms, item.upper_ms): item.count for item in bins["total_ms"]}
     assert total[(0.0, 50)] == 2
@@ -130,7 +131,9 @@ def test_histogram_bins_are_half_open_and_count_every_known_value(add_metrics, n
 @pytest.mark.django_db
 def test_filters_narrow_every_part_of_the_report(add_metrics, now):
     at = now - timedelta(minutes=5)
-    add_metrics(created_at=at, backend="ollama", model="phi3:mini", channel="ws", status="error", error_code="upstream_down")
+    add_metrics(
+        created_at=at, backend="ollama", model="phi3:mini", channel="ws", status="error", error_code="upstream_down"
+    )
     add_metrics(created_at=at, backend="groq", model="llama", channel="rest")
     report = latency_report(metric_filters(window="1h", backend="groq"))
     assert report.overall.count == 1

@@ -20,6 +20,9 @@ from typing import Any
 
 from tests.standins.loopback_http import LoopbackHTTPServer
 
+# Groq's body for a 503, and for an error event in the middle of a stream.
+UNAVAILABLE = {"message": "Service Unavailable", "type": "internal_server_error"}
+
 
 @dataclass
 class GroqBehaviour:
@@ -38,17 +41,19 @@ class GroqStandIn(LoopbackHTTPServer):
 
     async def route(self, method, path, headers, raw, reader, writer) -> bool:  # type: ignore[no-untyped-def]
         if method != "POST" or path != "/openai/v1/chat/completions":
-            await self.send_json(writer, 404, {"error": {"message": "Unknown request URL", "type": "invalid_request_error", "code": "unknown_url"}})
+            error = {"message": "Unknown request URL", "type": "invalid_request_error", "code": "unknown_url"}
+            await self.send_json(writer, 404, {"error": error})
             return True
         body = json.loads(raw or b"{}")
         self.requests.append(body)
         self.authorizations.append(headers.get("authorization", ""))
         b = self.behaviour
         if b.mode == "503":
-            await self.send_json(writer, 503, {"error": {"message": "Service Unavailable", "type": "internal_server_error"}})
+            await self.send_json(writer, 503, {"error": UNAVAILABLE})
             return True
         if b.mode == "401":
-            await self.send_json(writer, 401, {"error": {"message": "Invalid API Key", "type": "invalid_request_error", "code": "invalid_api_key"}})
+            error = {"message": "Invalid API Key", "type": "invalid_request_error", "code": "invalid_api_key"}
+            await self.send_json(writer, 401, {"error": error})
             return True
         if b.mode == "429":
             await self.send_json(
@@ -84,7 +89,7 @@ class GroqStandIn(LoopbackHTTPServer):
             await self._event(writer, chunk({"role": "assistant", "content": ""}, x_groq={"id": request_id}))
             for index, token in enumerate(b.reply_tokens):
                 if b.mode == "error_mid_stream" and index == b.error_after_tokens:
-                    await self._event(writer, {"error": {"message": "Service Unavailable", "type": "internal_server_error"}})
+                    await self._event(writer, {"error": UNAVAILABLE})
                     await self.end_chunked(writer)
                     return
                 await self.wait_or_hangup(reader, b.token_interval_s)

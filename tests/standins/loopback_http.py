@@ -108,7 +108,10 @@ class LoopbackHTTPServer:
 
     async def send(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str,
                    extra_headers: dict[str, str] | None = None) -> None:
-        head = f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\nDate: {http_date()}\r\n"
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+            f"Content-Type: {content_type}\r\nDate: {http_date()}\r\n"
+        )
         for name, value in (extra_headers or {}).items():
             head += f"{name}: {value}\r\n"
         head += f"Content-Length: {len(body)}\r\n\r\n"

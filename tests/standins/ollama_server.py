@@ -138,7 +138,8 @@ class OllamaStandIn(LoopbackHTTPServer):
             await self.send_json(writer, 404, {"error": f"model '{model}' not found"})
             return
         if b.mode == "busy":
-            await self.send_json(writer, 503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
+            busy = "server busy, please try again.  maximum pending requests exceeded"
+            await self.send_json(writer, 503, {"error": busy})
             return
         if b.mode == "http_500":
             await self.send_json(writer, 500, {"error": "llama runner process has terminated: exit status 2"})
@@ -184,7 +185,8 @@ class OllamaStandIn(LoopbackHTTPServer):
             if index:
                 await self._hangup_aware_wait(reader, b.token_interval_s, record)
             if b.mode == "error_mid_stream" and index == b.error_after_tokens:
-                await self._chunk(writer, {"error": "an error was encountered while running the model: unexpected EOF"}, record)
+                failure = "an error was encountered while running the model: unexpected EOF"
+                await self._chunk(writer, {"error": failure}, record)
                 return
             if b.mode == "stall_after_first" and index == 1:
                 await self._hangup_aware_wait(reader, 3600, record)
@@ -194,7 +196,12 @@ class OllamaStandIn(LoopbackHTTPServer):
                 raise _Dropped
             await self._chunk(
                 writer,
-                {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": token}, "done": False},
+                {
+                    "model": model,
+                    "created_at": _now_iso(),
+                    "message": {"role": "assistant", "content": token},
+                    "done": False,
+                },
                 record,
             )
             record.tokens_sent += 1

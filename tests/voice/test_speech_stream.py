@@ -44,7 +44,9 @@ class Socket:
 class FakeSynthesizer:
     """Stands in for voice.client.synthesize: same keyword interface, a real WAV, a chosen delay."""
 
-    def __init__(self, *, delay: float = 0.02, fail_on: str | None = None, delays: dict[str, float] | None = None) -> None:
+    def __init__(
+        self, *, delay: float = 0.02, fail_on: str | None = None, delays: dict[str, float] | None = None
+    ) -> None:
         self.delay = delay
         self.fail_on = fail_on
         self.delays = delays or {}
@@ -69,13 +71,16 @@ class FakeSynthesizer:
         if not any(char.isalpha() for char in text):
             raise InvalidText("Nothing in this text can be spoken.")
         samples = 160 * len(text)
-        return Synthesis(pcm16_wav(b"\x01\x00" * samples, sample_rate=16000), 16000, samples / 16000, voice or "fra", "fake")
+        wav = pcm16_wav(b"\x01\x00" * samples, sample_rate=16000)
+        return Synthesis(wav, 16000, samples / 16000, voice or "fra", "fake")
 
 
 def stream(socket: Socket, synthesizer, **options) -> SpeechStream:
     options.setdefault("max_in_flight", 2)
     options.setdefault("splitter", SpeechSplitter(first_min_chars=24, max_chars=220))
-    return SpeechStream(voice=None, send_json=socket.send_json, send_bytes=socket.send_bytes, synthesize=synthesizer, **options)
+    return SpeechStream(
+        voice=None, send_json=socket.send_json, send_bytes=socket.send_bytes, synthesize=synthesizer, **options
+    )
 
 
 async def test_each_piece_is_an_audio_frame_then_its_wav_in_order():

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 REPLY = "Bonjour ! M. Dupont arrive à 14h30 avec 3,5 kilos de pommes. Ensuite, nous verrons la suite."
 
 
-async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(ollama, voice_settings, module_worker, tts_key):
+async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(
+    ollama, voice_settings, module_worker, tts_key
+):
     words = REPLY.split(" ")
     ollama.behaviour.reply_tokens = [words[0]] + [" " + word for word in words[1:]]
     ollama.behaviour.token_interval_s = 0.01
@@ -53,7 +55,9 @@ async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(oll
     assert metric.channel == "ws" and metric.time_to_first_audio_ms is not None and metric.time_to_first_audio_ms > 0
 
 
-async def test_no_audio_follows_the_error_when_the_model_fails_mid_reply(ollama, voice_settings, module_worker, tts_key):
+async def test_no_audio_follows_the_error_when_the_model_fails_mid_reply(
+    ollama, voice_settings, module_worker, tts_key
+):
     ollama.behaviour.reply_tokens = ["Bonjour !", " Une", " phrase", " assez", " longue", " pour", " parler."]
     ollama.behaviour.mode = "error_mid_stream"
     ollama.behaviour.error_after_tokens = 4

@@ -8,6 +8,7 @@ subprocess pointed at the test database. Tests that use it must be
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -37,7 +38,7 @@ async def chromium():
     The async API, because the sync one keeps an event loop running in the test thread, where
     Django then refuses ORM calls (the test's own and pytest-django's flush between tests).
     """
-    if not os.path.exists(CHROMIUM):
+    if not await asyncio.to_thread(os.path.exists, CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (tests/run does it)")
     from playwright.async_api import async_playwright
 
@@ -49,7 +50,9 @@ async def chromium():
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def browser_context(chromium, live_asgi):
-    context = await chromium.new_context(base_url=live_asgi.url, viewport={"width": 1280, "height": 800}, locale="en-US")
+    context = await chromium.new_context(
+        base_url=live_asgi.url, viewport={"width": 1280, "height": 800}, locale="en-US"
+    )
     context.set_default_timeout(10_000)
     yield context
     await context.close()

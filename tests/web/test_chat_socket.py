@@ -39,6 +39,8 @@ class PlayedServer:
         self.replies = list(replies)
         self.received: list[dict] = []
         self.routes = []
+        # The event loop keeps only weak references to tasks: hold each playback until it ends.
+        self.playing: set[asyncio.Future] = set()
 
     async def handler(self, route):
         self.routes.append(route)
@@ -50,7 +52,9 @@ class PlayedServer:
         if frame["type"] == "ping":
             route.send(json.dumps({"type": "pong"}))
         elif frame["type"] == "message" and self.replies:
-            asyncio.ensure_future(self.play(route, frame, self.replies.pop(0)))
+            playback = asyncio.ensure_future(self.play(route, frame, self.replies.pop(0)))
+            self.playing.add(playback)
+            playback.add_done_callback(self.playing.discard)
 
     async def play(self, route, frame, script):
         for item in script:
@@ -68,6 +72,11 @@ def start(request_id="r1"):
 def end(request_id="r1", **extra):
     return {"type": "end", "request_id": request_id, "backend": "ollama", "model": "phi3:mini", "ttft_ms": 42.0,
             "total_ms": 900.0, "tokens": 4, "done_reason": "stop", **extra}
+
+
+def audio(seq, text, wav):
+    """The frame announcing one sentence's WAV, which follows it as a binary frame."""
+    return {"type": "audio", "seq": seq, "text": text, "format": "wav", "sample_rate": 16000, "bytes": len(wav)}
 
 
 async def test_the_page_reconnects_after_the_connection_drops(page, logged_in, ollama_behaviour):
@@ -126,7 +135,9 @@ async def test_rate_limiting_is_shown_in_place_with_a_retry(page, logged_in):
     await send(page, "Hello")
     reply = last_reply(page)
     await expect(reply).to_have_attribute("data-error-code", "rate_limited")
-    await expect(reply.get_by_role("alert")).to_contain_text("You are sending messages too fast. Too many requests: try again in 12 s.")
+    await expect(reply.get_by_role("alert")).to_contain_text(
+        "You are sending messages too fast. Too many requests: try again in 12 s."
+    )
     await reply.get_by_role("button", name="Retry").click()
     await expect(last_reply(page).locator(".message-body")).to_have_text("Now it works.")
     messages = [frame for frame in server.received if frame["type"] == "message"]
@@ -141,13 +152,13 @@ async def test_with_voice_on_each_sentence_plays_in_order_as_it_arrives(page, lo
             [
                 start(),
                 {"type": "token", "content": "First sentence."},
-                {"type": "audio", "seq": 0, "text": "First sentence.", "format": "wav", "sample_rate": 16000, "bytes": len(wav)},
+                audio(0, "First sentence.", wav),
                 wav,
                 {"type": "token", "content": " Second one."},
-                {"type": "audio", "seq": 1, "text": "Second one.", "format": "wav", "sample_rate": 16000, "bytes": len(wav)},
+                audio(1, "Second one.", wav),
                 wav,
                 {"type": "token", "content": " Third."},
-                {"type": "audio", "seq": 2, "text": "Third.", "format": "wav", "sample_rate": 16000, "bytes": len(wav)},
+                audio(2, "Third.", wav),
                 wav,
                 end(),
             ]
@@ -168,7 +179,7 @@ async def test_with_voice_off_audio_is_not_asked_for_nor_played(page, logged_in)
     wav = sentence_wav()
     server = PlayedServer(
         [[start(), {"type": "token", "content": "Quiet."},
-          {"type": "audio", "seq": 0, "text": "Quiet.", "format": "wav", "sample_rate": 16000, "bytes": len(wav)}, wav,
+          audio(0, "Quiet.", wav), wav,
           end()]]
     )
     await page.route_web_socket(WS_URL, server.handler)

@@ -73,7 +73,8 @@ def test_sign_up_is_not_found_while_it_is_disabled(client, settings):
 def test_sign_up_creates_an_account_and_logs_it_in_when_enabled(client, settings):
     settings.SIGNUP_ENABLED = True
     assert "/signup/" in client.get("/login/").content.decode()
-    response = client.post("/signup/", {"username": "dora", "password1": "a long new passphrase", "password2": "a long new passphrase"})
+    form = {"username": "dora", "password1": "a long new passphrase", "password2": "a long new passphrase"}
+    response = client.post("/signup/", form)
     assert response.status_code == 302 and response["Location"] == "/"
     assert get_user_model().objects.filter(username="dora").exists()
     assert client.get("/").status_code == 200

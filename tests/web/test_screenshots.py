@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pyte
 
 REPLY = (
     "Here is a quick way to read a file line by line in Python:\n\n"
-    "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n    for line in f:\n        print(line.rstrip())\n```\n\n"
+    "```python\nwith open(\"notes.txt\", encoding=\"utf-8\") as f:\n"
+    "    for line in f:\n        print(line.rstrip())\n```\n\n"
     "A few things to know:\n\n"
     "- `with` closes the file for you, even after an error.\n"
     "- Iterating over `f` reads **one line at a time**, so big files are fine.\n"

@@ -13,6 +13,8 @@ from metrics.models import RequestMetric
 from metrics.services import DEFAULT_PRUNE_BATCH, metrics_prune
 from metrics.windows import parse_duration
 
+MAX_PRUNE_BATCH = 1_000_000  # a batch is one transaction and one list of ids in memory
+
 
 class Command(BaseCommand):
     help = (
@@ -31,8 +33,8 @@ class Command(BaseCommand):
             older_than = parse_duration(text)
         except InvalidInput as exc:
             raise CommandError(exc.message) from None
-        if options["batch_size"] <= 0:
-            raise CommandError("--batch-size must be positive.")
+        if not 0 < options["batch_size"] <= MAX_PRUNE_BATCH:
+            raise CommandError(f"--batch-size must be between 1 and {MAX_PRUNE_BATCH}.")
         now = timezone.now()
         cutoff = now - older_than
         if options["dry_run"]:
