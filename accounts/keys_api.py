@@ -11,7 +11,7 @@ from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_d
 from accounts.auth import BrowserSessionAuth, request_principal
 from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.models import ApiKey, Scope
-from accounts.validation import StoredText
+from accounts.validation import StoredDatetime, StoredText
 
 # Keys are managed from a logged-in browser session only: a leaked key must not be able
 # to mint more keys.
@@ -22,7 +22,7 @@ KEY_ERRORS = error_responses(*AUTH_ERRORS, 404, 422)  # someone else's key, or n
 class KeyIn(Schema):
     name: StoredText
     scopes: list[str] = [Scope.CHAT.value]
-    expires_at: datetime | None = None
+    expires_at: StoredDatetime | None = None
 
 
 class KeyOut(Schema):

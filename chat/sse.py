@@ -9,8 +9,8 @@ the start (the model stopping: `upstream_error`; anything else, such as the repl
 Failures before the start are JSON errors in the REST API's shape (`accounts.errors.error_body`)
 with a status code: 400 `bad_request` (not JSON), 405 (not POST), 413 `request_too_large` (a body
 over DATA_UPLOAD_MAX_MEMORY_SIZE), 422 (`invalid_request` with per-field `errors` from the REST
-schema `ChatIn`, `empty_message`, `message_too_long`, `invalid_session_id`), 401/403 (credentials,
-scope, Origin), 429 `rate_limited` with Retry-After, 503 `no_backend`.
+schema `ChatIn`, `empty_message`, `message_too_long`, `invalid_session_id`,
+`invalid_text_characters`), 401/403 (credentials, scope, Origin), 429 `rate_limited` with Retry-After, 503 `no_backend`.
 
 Aliases, routed here without a redirect (chat/routing.py): `POST /api/v1/chat` with
 `Accept: text/event-stream`, or with `"stream": true` in its body, and the same on the legacy

@@ -9,6 +9,7 @@ from typing import TypeVar
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -90,9 +91,11 @@ def on_body_too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpRespo
 
 
 @_on_both(SuspiciousOperation)
-def on_suspicious_request(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
-    # Django's own answer to these (too many fields, a bad multipart body...) is a 400, as here.
-    return error_response(request, status=400, code="bad_request", message="The request is malformed.")
+@_on_both(MultiPartParserError)
+def on_malformed_request(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # Django's own answer to these (too many fields, a multipart body without a boundary, read
+    # by the CSRF check of a session call) is a 400, as here.
+    return error_response(request, status=400, code="bad_request", message="The request body is malformed.")
 
 
 @_on_both(HttpError)

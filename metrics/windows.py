@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from accounts.errors import InvalidInput
+from accounts.validation import EARLIEST, LATEST, datetime_in_range
 
 PRESET_WINDOWS = ("15m", "1h", "24h", "7d")
 DEFAULT_WINDOW = "24h"
 CUSTOM_WINDOW = "custom"
 MAX_WINDOW = timedelta(days=400)
-# Any duration (a window, a retention) and any start or end must stay inside these, or date
-# arithmetic overflows; no EVA metric lies outside them.
+# Any duration (a window, a retention) must stay below this, or date arithmetic overflows.
 MAX_DURATION = timedelta(days=36500)
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -98,14 +96,10 @@ def resolve_window(
 
 def _in_range(moment: datetime, *, name: str) -> datetime:
     """`moment`, aware, if it lies between EARLIEST and LATEST; InvalidInput otherwise."""
-    try:
-        if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, timezone.get_current_timezone())
-        in_range = EARLIEST <= moment <= LATEST
-    except OverflowError:  # a time zone's offset pushed it past year 1 or 9999
-        in_range = False
-    if not in_range:
+    if not datetime_in_range(moment):
         raise InvalidInput(
             f"The window's {name} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}.", code="invalid_window"
         )
+    if timezone.is_naive(moment):
+        return timezone.make_aware(moment, timezone.get_current_timezone())
     return moment

@@ -156,6 +156,14 @@ def test_a_key_name_is_checked(raw):
     assert_code(response, 422, INVALID_TEXT_CODE)
 
 
+@pytest.mark.parametrize("expires_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00", "3001-01-01T00:00"])
+def test_a_key_expiry_is_bounded(expires_at):
+    body = json.dumps({"name": "phone", "expires_at": expires_at})
+    response = session_client().post("/api/v1/keys", body, content_type="application/json")
+    assert_code(response, 422, "invalid_request")
+    assert "expires_at" in response.json()["message"]
+
+
 @pytest.fixture
 def metrics_key(db) -> str:
     user = get_user_model().objects.create_user("root", is_staff=True)
@@ -259,8 +267,9 @@ def test_a_session_id_is_the_whole_string(session_id):
 
 async def test_a_session_id_with_a_trailing_newline_is_refused_over_rest_and_websocket(ollama, key):
     plaintext = await key()
-    assert_code(await post("/api/v1/chat", {"message": "hi", "session_id": "ok\n"}, key=plaintext), 422,
-                "invalid_session_id")
+    assert_code(
+        await post("/api/v1/chat", {"message": "hi", "session_id": "ok\n"}, key=plaintext), 422, "invalid_session_id"
+    )
     assert_code(await post("/api/v1/sessions", {"session_id": "ok\n"}, key=plaintext), 422, "invalid_session_id")
     ws = ws_with_key(plaintext)
     assert (await ws.connect())[0]

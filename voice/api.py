@@ -42,7 +42,7 @@ class VoiceOut(Schema):
     ),
     openapi_extra={
         "responses": {
-            "200": {
+            200: {
                 "description": "The speech",
                 "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
             }

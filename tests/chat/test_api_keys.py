@@ -7,7 +7,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -124,6 +124,14 @@ def test_management_command_creates_lists_and_revokes(alice):
     call_command("apikey", "revoke", "--user", "alice", str(key.pk), stdout=StringIO())
     with pytest.raises(AuthenticationFailed):
         api_key_authenticate(raw_key=plaintext)
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "99999999"])
+def test_management_command_refuses_an_expiry_out_of_bounds(alice, days):
+    with pytest.raises(CommandError, match="between 1 and"):
+        call_command("apikey", "create", "--user", "alice", "--name", "x", "--scopes", "chat",
+                     "--expires-in-days", days, stdout=StringIO())
+    assert not ApiKey.objects.filter(owner=alice).exists()
 
 
 def test_rest_keys_endpoint_shows_the_secret_once(alice):

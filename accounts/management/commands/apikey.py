@@ -12,6 +12,9 @@ from django.utils import timezone
 from accounts.api_keys import api_key_create, api_key_revoke, api_keys_of, key_display
 from accounts.errors import EvaError
 
+# Keys expire before 3000-01-01 at the latest, as the REST API bounds them (accounts.validation).
+MAX_EXPIRY_DAYS = 36_500
+
 
 class Command(BaseCommand):
     help = "Create, list or revoke API keys. The key is printed once, at creation."
@@ -40,8 +43,8 @@ class Command(BaseCommand):
 
     def _create(self, user: Any, options: dict[str, Any]) -> None:
         days = options["expires_in_days"]
-        if days is not None and days <= 0:
-            raise CommandError("--expires-in-days must be positive.")
+        if days is not None and not 0 < days <= MAX_EXPIRY_DAYS:
+            raise CommandError(f"--expires-in-days must be between 1 and {MAX_EXPIRY_DAYS}.")
         expires_at = timezone.now() + timedelta(days=days) if days else None
         key, plaintext = api_key_create(
             owner=user, name=options["name"], scopes=options["scopes"], expires_at=expires_at
