@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -90,3 +90,12 @@ def settle(future: asyncio.Future[Result], result: Result | None = None, *, erro
     else:
         # A sender passes a result whenever it passes no error; None is a valid Result too.
         future.set_result(cast(Result, result))
+
+
+def settle_each(batch: list[tuple[Any, asyncio.Future[Result]]], results: list[Any]) -> None:
+    """Give each caller of a pipelined batch its own result, or its own error (an Exception result)."""
+    for (_, future), result in zip(batch, results, strict=True):
+        if isinstance(result, Exception):
+            settle(future, error=result)
+        else:
+            settle(future, result)

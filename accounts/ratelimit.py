@@ -28,7 +28,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
-from accounts.batching import Batcher, settle
+from accounts.batching import Batcher, settle_each
 from accounts.errors import EvaError, RateLimited
 from accounts.redaction import redact_url
 
@@ -78,11 +78,7 @@ def _redis_batcher() -> tuple[redis.asyncio.Redis, Batcher[Check, Any]]:
                     for (keys, args), _ in batch:
                         pipe.eval(_MOVING_WINDOW, len(keys), *keys, *args)
                     results = await pipe.execute(raise_on_error=False)
-            for (_, future), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    settle(future, error=result)
-                else:
-                    settle(future, result)
+            settle_each(batch, results)
 
         entry = _redis[loop] = (client, Batcher(send))
     return entry

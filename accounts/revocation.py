@@ -51,7 +51,7 @@ from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from accounts.batching import Batcher, settle
+from accounts.batching import Batcher, settle_each
 from accounts.errors import EvaError
 
 logger = logging.getLogger("accounts.revocation")
@@ -362,11 +362,7 @@ def _loop_redis() -> _LoopRedis:
                     for command, _ in batch:
                         pipe.execute_command(*command)
                     results = await pipe.execute(raise_on_error=False)
-            for (_, future), result in zip(batch, results, strict=True):
-                if isinstance(result, Exception):
-                    settle(future, error=result)
-                else:
-                    settle(future, result)
+            settle_each(batch, results)
 
         state = _loops[loop] = _LoopRedis(url=settings.REDIS_URL, client=client, batcher=Batcher(send))
     return state

@@ -156,27 +156,32 @@ async def staggered() -> None:
     await asyncio.sleep(random.uniform(0, STAGGER_S))
 
 
+async def read_reply(ws: Any, start: float, run: Run) -> None:
+    """Read one reply's frames up to its end (or error); its TTFT and per-token time go into run."""
+    first = last = None
+    count = 0
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "token":
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            count += 1
+        elif frame["type"] == "end":
+            break
+        elif frame["type"] == "error":
+            run.errors += 1
+            break
+    if first is not None and last is not None:
+        run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+
+
 async def ws_conversation(ws: Any, index: int, requests: int, run: Run) -> None:
     await staggered()
     for turn in range(requests):
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"b{index}"}))
-        first = last = None
-        count = 0
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "token":
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                count += 1
-            elif frame["type"] == "end":
-                break
-            elif frame["type"] == "error":
-                run.errors += 1
-                break
-        if first is not None:
-            run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+        await read_reply(ws, start, run)
 
 
 async def ws_new_socket_conversation(ws_url: str, key: str, index: int, requests: int, run: Run) -> None:
@@ -184,24 +189,9 @@ async def ws_new_socket_conversation(ws_url: str, key: str, index: int, requests
     await staggered()
     for turn in range(requests):
         start = time.perf_counter()
-        first = last = None
-        count = 0
         async with websockets.connect(ws_url, additional_headers={"X-API-Key": key}, max_size=None) as ws:
             await ws.send(json.dumps({"type": "message", "content": f"c{index} r{turn}", "session_id": f"s{index}"}))
-            async for message in ws:
-                frame = json.loads(message)
-                if frame["type"] == "token":
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
-                    count += 1
-                elif frame["type"] == "end":
-                    break
-                elif frame["type"] == "error":
-                    run.errors += 1
-                    break
-        if first is not None:
-            run.samples.append(Sample((first - start) * 1000, (last - first) * 1000 / max(1, count - 1), count))
+            await read_reply(ws, start, run)
 
 
 async def sse_conversation(
