@@ -78,11 +78,11 @@ def _pad_decoder_input(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | 
 
 def _tune_for_cuda(model: Any) -> None:
     """Every utterance has new tensor lengths, and cuDNN builds an execution plan for each new
-    shape of each convolution: on an H100 that CPU work was ~60 ms of a ~130 ms synthesis,
-    against ~8 ms of GPU time. So the HiFi-GAN decoder (most of the GPU work) gets its input
+    shape of each convolution: on an H100 that CPU work was about half of a synthesis, far
+    more than its GPU time. So the HiFi-GAN decoder (most of the GPU work) gets its input
     padded to a few bucketed lengths whose plans are reused, and the text encoder, duration
     predictor and flow, whose lengths cannot be bucketed from outside, run PyTorch's own
-    convolution kernels. Measured in bench/RESULTS.md: 134 -> 37 ms for 60 characters."""
+    convolution kernels. Measured in bench/RESULTS.md (CUDA section)."""
     model.decoder.register_forward_pre_hook(_pad_decoder_input)
     for part in (model.text_encoder, model.duration_predictor, model.flow):
         part.forward = _without_cudnn(part.forward)

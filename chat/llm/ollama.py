@@ -1,8 +1,8 @@
 """Ollama backend: POST /api/chat with stream=true, NDJSON out. The only module using httpx for Ollama.
 
 The shared httpx.AsyncClient sends through aiohttp (httpx-aiohttp's transport, as the Groq and
-OpenAI SDKs offer): its C parser and asyncio-native connections cost about a fifth less CPU
-than httpcore's pure-Python HTTP/1.1 (a 200-token reply: 78 -> 63 ms; bench/RESULTS.md).
+OpenAI SDKs offer): its C parser and asyncio-native connections cost less CPU per relayed token
+than httpcore's pure-Python HTTP/1.1 (measured in bench/RESULTS.md).
 
 Ollama's stream is one JSON object per line: `{"message": {"content": ...}, "done": false}`
 for each piece, then a `done: true` object that may still carry content and reports
@@ -174,7 +174,7 @@ class OllamaBackend:
         started = False
         try:
             # A parsed URL and a body encoded by orjson: httpx's own parsing and encoding cost
-            # 100 µs more per request (167 against 65 µs to build one with 20 turns of history).
+            # more per request with a long history (bench/RESULTS.md).
             url, auth = _endpoint(settings.OLLAMA_URL, "/api/chat")
             async with shared_client().stream(
                 "POST", url, content=orjson.dumps(self._payload(messages)), headers=_JSON, auth=auth, timeout=timeout,
