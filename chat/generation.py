@@ -5,7 +5,10 @@
 (rate limit, no backend) raise EvaError instead, so that HTTP can answer with a status code;
 bad input never gets here: a `ChatRequest` is valid by construction, and the edges build it.
 Closing the iterator early (cancel, disconnect) stores the partial reply and records the
-request as cancelled; the upstream HTTP request is closed with it.
+request as cancelled; the upstream HTTP request is closed with it. Any other exception (the
+reply's write failing, a bug) escapes to the edge, which answers `internal_error`, after the
+request is recorded as error/internal_error: every request past the rate limit gets one metric
+row, and a failing recorder never stops the stream.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from chat.models import ChatMessage
 from chat.services import llm_messages, session_id_validate, title_from
 from chat.store import chat_store
 from metrics.models import Status
-from metrics.recorder import record_metric
+from metrics.recorder import DropReason, metric_dropped, record_metric
 
 logger = logging.getLogger("chat.generation")
 
@@ -105,6 +108,8 @@ class ChatGeneration:
         self.done: Done | None = None
         self.fell_back = False
         self.finished = False
+        self._recorded = False
+        self._reply_write_started = False
 
     @property
     def text(self) -> str:
@@ -145,23 +150,24 @@ class ChatGeneration:
         except BaseException:
             history_read.cancel()
             raise
-        stream = await self._ask(history_read)
-        self._user_stored = asyncio.ensure_future(
-            store.turn_begin(
-                owner_id=request.user_id,
-                session_id=request.session_id,
-                content=request.content,
-                request_id=self.request_id,
-                at=self.received_at_wall,
-            )
-        )
+        stream: AsyncGenerator[StreamStart | Chunk, None] | None = None
         try:
+            stream = await self._ask(history_read)
+            self._user_stored = asyncio.ensure_future(
+                store.turn_begin(
+                    owner_id=request.user_id,
+                    session_id=request.session_id,
+                    content=request.content,
+                    request_id=self.request_id,
+                    at=self.received_at_wall,
+                )
+            )
             try:
                 start = await anext(stream)
             except NoBackendAvailable as exc:
                 await self._user_stored
-                self._record(status=Status.ERROR, error_code=exc.code)
                 self.finished = True
+                self._record(status=Status.ERROR, error_code=exc.code)
                 raise EvaError(exc.message, code=exc.code, status=503) from None
             assert isinstance(start, StreamStart)
             self.backend, self.model, self.fell_back = start.backend, start.model, start.fell_back
@@ -207,6 +213,11 @@ class ChatGeneration:
             await self._store_reply(status=ChatMessage.Status.COMPLETE)
             self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
+        except Exception:
+            # Unforeseen (the reply's write failing, a bug): the edge answers internal_error, and
+            # the request still gets its metric row.
+            self._fail()
+            raise
         finally:
             if not self.finished:  # cancelled by the client, or the connection went away
                 self.finished = True
@@ -216,10 +227,23 @@ class ChatGeneration:
                 self._record(status=Status.CANCELLED, error_code="cancelled")
                 if self.parts:
                     _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
-            await stream.aclose()  # and with it the upstream request
+            if stream is not None:
+                await stream.aclose()  # and with it the upstream request
             if self._user_stored is not None and not self.parts:
                 # Nothing to store after it, but the user's message must still land.
                 _in_background(_await(self._user_stored))
+
+    def _fail(self) -> None:
+        """End a generation that an unexpected exception stopped: status error, internal_error."""
+        if self.speech is not None:
+            self.speech.cancel()
+        if self.total_ms is None:
+            self.total_ms = self._elapsed_ms()
+        if self.parts and not self._reply_write_started and self._user_stored is not None:
+            _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
+        self.finished = True
+        if not self._recorded:
+            self._record(status=Status.ERROR, error_code="internal_error")
 
     async def _ask(
         self, history_read: asyncio.Future[list[dict[str, str]]]
@@ -230,6 +254,7 @@ class ChatGeneration:
 
     async def _store_reply(self, *, status: str) -> None:
         assert self._user_stored is not None
+        self._reply_write_started = True
         await chat_store().turn_finish(
             session_pk=await self._user_stored,
             content=self.text,
@@ -243,8 +268,10 @@ class ChatGeneration:
         )
 
     def _record(self, *, status: str, error_code: str = "") -> None:
+        """Queue this request's metric row, once; a recorder failure is logged and counted, never raised."""
+        self._recorded = True
         done = self.done or Done()
-        record_metric(
+        fields: dict[str, Any] = dict(
             request_id=self.request_id,
             user_id=self.request.user_id,
             api_key_id=self.request.api_key_id,
@@ -264,6 +291,10 @@ class ChatGeneration:
             upstream_generation_ms=done.upstream_generation_ms,
             upstream_queue_ms=done.upstream_queue_ms,
         )
+        try:
+            record_metric(**fields)
+        except Exception as exc:  # the reply matters more than its metric: the stream goes on
+            metric_dropped(fields=fields, reason=DropReason.RECORD_FAILED, error=exc)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -3,7 +3,7 @@
 Every recorded RequestMetric is observed here (a recorder observer, registered in
 `MetricsConfig.ready`) into histograms of time to first token, total latency and time to
 first audio, and counters of requests, errors and fallbacks, labelled by backend, model and
-channel.
+channel; and the count of metric rows that could not be written (metrics.recorder), by reason.
 
 Several web processes: with PROMETHEUS_MULTIPROC_DIR set in the environment of every
 process, prometheus_client writes each process's values to memory-mapped files in that
@@ -53,6 +53,13 @@ TOTAL = Histogram(
 )
 FIRST_AUDIO = Histogram(
     "eva_request_first_audio_seconds", "Time to first audio.", LABELS, buckets=BUCKETS_S, registry=PROCESS_REGISTRY
+)
+
+METRIC_ROWS_DROPPED = Counter(
+    "eva_metric_rows_dropped",
+    "Request metric rows lost (logged at ERROR with their content), by reason.",
+    ("reason",),
+    registry=PROCESS_REGISTRY,
 )
 
 

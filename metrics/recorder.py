@@ -7,13 +7,18 @@ writing: under load one INSERT carries many requests instead of one transaction 
 saves: bench/RESULTS.md). `flush_metrics` writes what is queued at once and waits for it (tests,
 shutdown). On Postgres the batch goes through the event loop's async pool (accounts.asyncdb),
 elsewhere through the ORM in an executor thread; both write the same rows
-(tests/test_db_parity.py). A row that the database refuses is lost alone.
+(tests/test_db_parity.py). A batch that fails is tried once more (a dropped connection), then
+row by row (a row the database refuses is lost alone; when the database refuses a row the whole
+batch goes row by row at once). No row is lost without a trace: one that cannot be written is
+logged at ERROR with its content (redacted) and counted in eva_metric_rows_dropped_total.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
+import json
 import logging
 from typing import Any
 
@@ -22,7 +27,9 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, close_old_connections
 
 from accounts import asyncdb
+from accounts.redaction import redact
 from metrics.models import RequestMetric
+from metrics.prometheus import METRIC_ROWS_DROPPED
 
 logger = logging.getLogger("metrics.recorder")
 
@@ -85,20 +92,60 @@ def _refused_a_row(exc: Exception) -> bool:
     return False
 
 
+class DropReason(enum.StrEnum):
+    """Why a metric row was lost (the `reason` label of eva_metric_rows_dropped_total)."""
+
+    REFUSED = "refused"  # the database refused the row itself (too long, a user deleted meanwhile)
+    WRITE_FAILED = "write_failed"  # the write failed (database unreachable) after the retries
+    RECORD_FAILED = "record_failed"  # record_metric itself raised: the row was never queued
+
+
+for _reason in DropReason:  # each series shown at 0 before the first loss
+    METRIC_ROWS_DROPPED.labels(_reason.value)
+
+
+def metric_dropped(*, fields: dict[str, Any], reason: DropReason, error: BaseException) -> None:
+    """Leave a trace of a metric row that is lost: an ERROR line with its content, and the counter."""
+    METRIC_ROWS_DROPPED.labels(reason.value).inc()
+    content = redact(json.dumps(fields, default=str, sort_keys=True))
+    logger.error(
+        "request metric dropped (%s): %s: %s; row: %s", reason.value, type(error).__name__, redact(str(error)), content
+    )
+
+
+def _row_fields(row: RequestMetric) -> dict[str, Any]:
+    return {f.attname: getattr(row, f.attname) for f in _FIELDS}
+
+
 async def _write_batch(batch: list[RequestMetric]) -> None:
+    """Write `batch`; never raises (a lost metric must never take the web process down)."""
     try:
         await _write(batch)
         return
-    except Exception as exc:  # a lost metric must never take the web process down
-        if len(batch) == 1 or not _refused_a_row(exc):
-            logger.exception("could not write %d request metric(s)", len(batch))
+    except Exception as exc:
+        error: Exception = exc
+    if not _refused_a_row(error):
+        # A dropped connection or a failover: the same batch once more, on a fresh connection.
+        logger.warning("could not write %d request metric(s), trying once more: %s", len(batch), redact(str(error)))
+        try:
+            await _write(batch)
             return
-    # The batch's insert was all or nothing: the rows again, each alone, so only the bad one is lost.
+        except Exception as exc:
+            error = exc
+    if len(batch) == 1:
+        _dropped(batch[0], error)
+        return
+    # The batch's insert was all or nothing: the rows again, each alone, so only a bad one is lost.
     for row in batch:
         try:
             await _write([row])
-        except Exception:
-            logger.exception("could not write the request metric of request %r", row.request_id)
+        except Exception as exc:
+            _dropped(row, exc)
+
+
+def _dropped(row: RequestMetric, error: Exception) -> None:
+    reason = DropReason.REFUSED if _refused_a_row(error) else DropReason.WRITE_FAILED
+    metric_dropped(fields=_row_fields(row), reason=reason, error=error)
 
 
 async def _writer(queue: asyncio.Queue[RequestMetric], wake: asyncio.Event) -> None:

@@ -39,15 +39,19 @@ class Attempt:
 
 @dataclass
 class StreamStart:
-    """Emitted once, before the first token: who answers, and who was tried and failed first."""
+    """Emitted once, before the first token: who answers, who was tried and failed first, and
+    who was passed over because its circuit breaker is open."""
 
     backend: str
     model: str
     failed_attempts: list[Attempt] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
 
     @property
     def fell_back(self) -> bool:
-        return bool(self.failed_attempts)
+        """Whether a backend ahead of this one failed now or is paused by its breaker (a backend left
+        unconfigured on purpose does not count: the next one is then the primary)."""
+        return bool(self.failed_attempts or self.paused)
 
 
 class FallbackProvider:
@@ -64,6 +68,7 @@ class FallbackProvider:
         """Yield a StreamStart, then the chosen backend's Tokens and its Done."""
         attempts: list[Attempt] = []
         skipped: list[str] = []
+        paused: list[str] = []
         for backend in self.backends:
             if not backend.is_configured():
                 skipped.append(f"{backend.name} is not configured")
@@ -72,6 +77,7 @@ class FallbackProvider:
             if not breaker.allow():
                 retry_s = breaker.seconds_until_probe()
                 skipped.append(f"{backend.name} is paused after repeated failures (retry in {retry_s:.0f} s)")
+                paused.append(backend.name)
                 continue
             iterator = backend.stream(messages)
             try:
@@ -93,7 +99,7 @@ class FallbackProvider:
                 breaker.release()
                 raise
             breaker.record_success()
-            yield StreamStart(backend=backend.name, model=backend.model, failed_attempts=attempts)
+            yield StreamStart(backend=backend.name, model=backend.model, failed_attempts=attempts, paused=paused)
             try:
                 yield first
                 if not isinstance(first, Done):

@@ -94,6 +94,29 @@ async def test_a_fallback_is_recorded_as_such(ollama, groq_cloud, user_key):
     assert metric.tokens_out == 3
 
 
+async def test_a_reply_from_groq_while_ollamas_breaker_is_open_is_a_fallback(ollama, groq_cloud, user_key, settings):
+    settings.BREAKER_FAILURE_THRESHOLD = 1
+    settings.BREAKER_COOLDOWN_S = 600.0  # stays open for the whole test
+    ollama.behaviour.mode = "busy"
+    await ask(user_key)  # Ollama fails once: its breaker opens
+    assert default_provider().breakers["ollama"].state == "open"
+    asked = len(ollama.chat_requests())
+    frames = await ask(user_key)
+    assert len(ollama.chat_requests()) == asked  # skipped, not failed, this time
+    assert frames[0]["type"] == "start" and frames[0]["backend"] == "groq"
+    await flush_metrics()
+    metric = await RequestMetric.objects.aget(request_id=frames[-1]["request_id"])
+    assert (metric.backend, metric.status, metric.error_code) == ("groq", "fallback", "")
+
+
+async def test_a_reply_from_the_first_backend_in_the_order_is_ok_not_fallback(ollama, groq_cloud, user_key, settings):
+    settings.LLM_BACKENDS = ["groq", "ollama"]
+    end = (await ask(user_key))[-1]
+    await flush_metrics()
+    metric = await RequestMetric.objects.aget(request_id=end["request_id"])
+    assert (metric.backend, metric.status) == ("groq", "ok")
+
+
 async def test_no_fallback_after_the_first_token(ollama, groq_cloud, user_key):
     ollama.behaviour.mode = "error_mid_stream"
     ollama.behaviour.error_after_tokens = 2

@@ -321,6 +321,10 @@ async def test_a_failing_reply_write_ends_the_stream_with_an_error_event(ollama,
     assert [name for name, _ in events] == ["start", "token", "token", "token", "error"]
     assert events[-1][1]["code"] == "internal_error"
     assert events[-1][1]["request_id"] == events[0][1]["request_id"]
+    await drain_background_writes()
+    await flush_metrics()  # the request still has its metric row
+    metric = await RequestMetric.objects.aget(request_id=events[0][1]["request_id"])
+    assert (metric.channel, metric.status, metric.error_code) == ("sse", "error", "internal_error")
 
 
 async def test_a_client_that_goes_away_stops_the_generation_and_ollama(ollama, user_key):
