@@ -113,11 +113,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "voice",  # before "channels": its `runworker` (reconnects to Redis) replaces Channels' own
     "channels",
     "ninja",
     "accounts",
     "chat",
-    "voice",
     "metrics",
 ]
 
@@ -170,6 +170,8 @@ if DATABASE_URL:
         _db["CONN_MAX_AGE"] = 0  # Django requires 0 with a pool
     else:
         _db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 0, minimum=0)
+    # A connection that died while idle (a restarted Postgres) is found out before a request uses it.
+    _db["CONN_HEALTH_CHECKS"] = True
 else:
     _db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(BASE_DIR / "db.sqlite3"), "OPTIONS": {"timeout": 20}}
 DATABASES = {"default": _db}
@@ -313,6 +315,9 @@ RATE_LIMIT_PER_USER = envratelimit("RATE_LIMIT_PER_USER", "120/minute")
 # 0: no cap. With REDIS_URL the count spans every web process.
 WS_MAX_SOCKETS_PER_KEY = envint("WS_MAX_SOCKETS_PER_KEY", 20, minimum=0)
 WS_MAX_SOCKETS_PER_USER = envint("WS_MAX_SOCKETS_PER_USER", 50, minimum=0)
+# Longest a /ws/chat handshake waits for the API key lookup: past it, or on a database error,
+# the socket gets the error auth_unavailable and close code 4503 (reliability issue #16).
+WS_AUTH_TIMEOUT_S = envfloat("WS_AUTH_TIMEOUT_S", 5.0, minimum=0.1)
 
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model

@@ -26,6 +26,31 @@ def bob(make_user):
     return make_user("bob")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_outwaits_live_servers(django_db_setup, django_db_blocker):
+    """Live servers (other processes on the test database) may still be writing a metric row when
+    a test's flush truncates every table; should the two deadlock, Postgres aborts the statement
+    of whichever side checks first. The test process's connections check late, so the server's
+    write is the one aborted (it logs the lost row) and the flush goes through."""
+    from django.db import DatabaseError, connections
+    from django.db.backends.signals import connection_created
+
+    def wait_longer_for_deadlocks(sender, connection, **kwargs):
+        if connection.vendor != "postgresql":
+            return
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '30s'")
+        except DatabaseError:  # not a superuser: keep the default
+            pass
+
+    connection_created.connect(wait_longer_for_deadlocks, weak=False, dispatch_uid="tests.deadlock_timeout")
+    with django_db_blocker.unblock():
+        connections.close_all()  # those opened during set-up reconnect with the setting
+    yield
+    connection_created.disconnect(dispatch_uid="tests.deadlock_timeout")
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
     """EVA_TEST_DB_SUFFIX lets several test runs share one Postgres without sharing a database."""

@@ -8,20 +8,25 @@ Contract for the chat consumer (one SpeechStream per reply, created inside the e
     on cancel/close:  speech.cancel()             # stop synthesis and sending at once
     metric:           speech.first_audio_ms       # None when nothing was spoken
 
-For every speakable piece, in order: send_json({"type": "audio", "seq": N, "text": piece,
-"format": "wav", "sample_rate": R, "bytes": len(wav)}) then send_bytes(wav). Pieces are
-synthesised while tokens still flow, at most `max_in_flight` at a time. A piece with nothing
-to say (emoji, a code fence) is skipped. If synthesis fails, one {"type": "error", "code":
-"tts_unavailable", ...} is sent and the stream stops speaking; the text reply is not affected.
-Text inside Markdown code fences is not read aloud.
+For every speakable piece, in order, for each of its parts: send_json({"type": "audio", "seq": N,
+"part": K, "parts": P, "text": piece, "format": "wav", "sample_rate": R, "bytes": len(part)})
+then send_bytes(part). A piece's WAV over `max_frame_bytes` is cut at sample boundaries into P
+parts, each a complete WAV file of its own, so that no binary frame reaches a server's WebSocket
+message limit (daphne's is 1 MiB) and a client that plays each binary frame as it comes plays
+the piece whole. Pieces are synthesised while tokens still flow, at most `max_in_flight` at a
+time. A piece with nothing to say (emoji, a code fence) is skipped. If synthesis fails, or audio
+cannot be sent, one {"type": "error", "code": "tts_unavailable", ...} is sent and the stream
+stops speaking; the text reply is not affected. Text inside Markdown code fences is not read aloud.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import logging
 import time
+import wave
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +38,44 @@ from voice.synthesis import Synthesis
 logger = logging.getLogger("voice.speech_stream")
 
 Synthesizer = Callable[..., Awaitable[Synthesis]]
+
+# Under daphne's (autobahn's) 1 MiB WebSocket message limit and uvicorn's 16 MiB, with room to
+# spare: about 8 s of 16 kHz speech per binary frame.
+AUDIO_FRAME_MAX_BYTES = 256 * 1024
+WAV_HEADER_BYTES = 44  # what the stdlib's wave module writes for PCM
+
+
+class AudioTooLarge(EvaError):
+    """A piece's audio exceeds the frame budget and is not a WAV file that can be cut."""
+
+    code = "audio_too_large"
+    status = 413
+
+
+def split_wav(wav: bytes, *, max_bytes: int) -> list[bytes]:
+    """`wav` cut at sample boundaries into complete WAV files of at most `max_bytes` each."""
+    if len(wav) <= max_bytes:
+        return [wav]
+    try:
+        with wave.open(io.BytesIO(wav), "rb") as source:
+            params = source.getparams()
+            pcm = source.readframes(params.nframes)
+    except (wave.Error, EOFError) as exc:
+        raise AudioTooLarge(f"A piece's audio has {len(wav)} bytes and cannot be cut: {exc}") from exc
+    frame_size = params.nchannels * params.sampwidth
+    chunk = (max_bytes - WAV_HEADER_BYTES) // frame_size * frame_size
+    if chunk <= 0:
+        raise AudioTooLarge(f"A frame budget of {max_bytes} bytes cannot hold any audio.")
+    parts = []
+    for start in range(0, len(pcm), chunk):
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(params.nchannels)
+            out.setsampwidth(params.sampwidth)
+            out.setframerate(params.framerate)
+            out.writeframes(pcm[start : start + chunk])
+        parts.append(buffer.getvalue())
+    return parts
 
 
 class SpeechStream:
@@ -47,6 +90,7 @@ class SpeechStream:
         synthesize: Synthesizer | None = None,
         max_in_flight: int | None = None,
         splitter: SpeechSplitter | None = None,
+        max_frame_bytes: int = AUDIO_FRAME_MAX_BYTES,
     ) -> None:
         self._started = time.perf_counter()
         self._voice = voice
@@ -66,6 +110,7 @@ class SpeechStream:
             )
         self._synthesize: Synthesizer = synthesize
         self._max_in_flight = max_in_flight
+        self._max_frame_bytes = max_frame_bytes
         self._splitter = splitter
         self._waiting: collections.deque[str] = collections.deque()
         self._ordered: collections.deque[tuple[str, asyncio.Task[Synthesis]]] = collections.deque()
@@ -185,20 +230,33 @@ class SpeechStream:
                 return
             self._ordered.popleft()
             try:
-                await self._send_json(
-                    {
-                        "type": "audio",
-                        "seq": self._seq,
-                        "text": piece,
-                        "format": "wav",
-                        "sample_rate": synthesis.sample_rate,
-                        "bytes": len(synthesis.wav),
-                    }
-                )
-                await self._send_bytes(synthesis.wav)
-            except Exception:  # the socket went away: nobody is listening any more
+                parts = split_wav(synthesis.wav, max_bytes=self._max_frame_bytes)
+            except AudioTooLarge as exc:
+                logger.warning("%s", exc.message)
+                await self._fail(TTSUnavailable(exc.message))
+                return
+            try:
+                for index, part in enumerate(parts):
+                    await self._send_json(
+                        {
+                            "type": "audio",
+                            "seq": self._seq,
+                            "part": index,
+                            "parts": len(parts),
+                            "text": piece,
+                            "format": "wav",
+                            "sample_rate": synthesis.sample_rate,
+                            "bytes": len(part),
+                        }
+                    )
+                    await self._send_bytes(part)
+            except ConnectionError:  # the socket went away: nobody is listening any more
                 logger.debug("could not send audio; stopping speech", exc_info=True)
                 self._stop()
+                return
+            except Exception as exc:  # the socket is still there: say so rather than fall silent
+                logger.warning("could not send audio; stopping speech", exc_info=True)
+                await self._fail(TTSUnavailable(f"The audio could not be sent: {type(exc).__name__}."))
                 return
             if self._first_audio_ms is None:
                 self._first_audio_ms = (time.perf_counter() - self._started) * 1000

@@ -2,7 +2,9 @@
 //
 // Each sentence is decoded as soon as its WAV arrives and scheduled to start when the one
 // before it ends, so there is no gap to fetch or decode between sentences. Decoding runs in a
-// promise chain so that a short sentence decoded faster never jumps the queue.
+// promise chain so that a short sentence decoded faster never jumps the queue. A long sentence
+// arrives as several parts (same `seq`), each a complete WAV: they are queued like sentences and
+// so play back to back; onPlay is called once per sentence, when its first part starts.
 
 export class VoicePlayer {
   constructor({ onPlay = () => {}, onError = () => {} } = {}) {
@@ -13,6 +15,7 @@ export class VoicePlayer {
     this.nextStartAt = 0;
     this.sources = new Set();
     this.generation = 0;
+    this.lastPlayed = null;
   }
 
   get supported() {
@@ -30,7 +33,7 @@ export class VoicePlayer {
     return true;
   }
 
-  /** Queue one sentence's audio (an ArrayBuffer holding a WAV file). */
+  /** Queue one sentence's audio, or one part of it (an ArrayBuffer holding a WAV file). */
   enqueue(seq, wav, meta = {}) {
     if (!this.unlock()) {
       this.onError(seq, new Error("This browser cannot play audio."));
@@ -57,7 +60,11 @@ export class VoicePlayer {
       source.addEventListener("ended", () => this.sources.delete(source));
       const wait = Math.max(0, (startAt - this.context.currentTime) * 1000);
       setTimeout(() => {
-        if (generation === this.generation) this.onPlay(seq, meta);
+        if (generation !== this.generation) return;
+        const last = this.lastPlayed;
+        if (last && last.seq === seq && last.message === meta.message) return; // a later part
+        this.lastPlayed = { seq, message: meta.message };
+        this.onPlay(seq, meta);
       }, wait);
     });
   }
@@ -74,5 +81,6 @@ export class VoicePlayer {
     }
     this.sources.clear();
     this.nextStartAt = 0;
+    this.lastPlayed = null;
   }
 }
