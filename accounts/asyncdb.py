@@ -19,6 +19,21 @@ sent again, never executed twice. A Sync after each statement would make each it
 transaction instead, but psycopg waits for the results at each Sync: a round trip and a commit
 per statement. Costs of both, and of today's way against the one before: bench/RESULTS.md,
 "Batch failure isolation".
+
+A connection that died while idle (Postgres restarted, pg_terminate_backend, a network cut) is
+not checked at checkout (a round trip per batch; and psycopg_pool waits a second or more before
+trying the next connection of a failed check). Instead a batch whose connection turns out dead
+makes the pool check its idle connections at once (`AsyncConnectionPool.check`: the others that
+died alike are replaced) and is then sent again, once, on a fresh connection, but only what is
+safe to send again (reliability issue #16):
+- a write goes in a transaction that only the COMMIT at the end of the pipeline commits (a lone
+  write too: it is a batch of one); if the connection died before that COMMIT was handed to
+  psycopg, nothing was committed, and the whole batch is sent again;
+- once the COMMIT was handed over (or for a lone read, which runs in autocommit), whether it was
+  made is unknown: only reads (statements that begin with SELECT and so change nothing; a SELECT
+  that calls a function with side effects must not come through here) are sent again, and each
+  write's caller gets the connection's error.
+A second failure reaches the callers.
 """
 
 from __future__ import annotations
@@ -82,31 +97,71 @@ _OPEN = ("BEGIN", "SET CONSTRAINTS ALL IMMEDIATE")
 Entry = tuple[tuple[str, Params], asyncio.Future[Rows]]
 
 
+class _ConnectionLost(Exception):
+    """The batch's connection died (its psycopg error is the cause); `commit_sent`: whether a
+    COMMIT (or a lone autocommitted statement) may have reached the server."""
+
+    def __init__(self, *, commit_sent: bool) -> None:
+        super().__init__("the connection was lost")
+        self.commit_sent = commit_sent
+
+
+def _is_read(sql: str) -> bool:
+    """Whether the statement only reads (see the module's docstring): sending it again is harmless."""
+    return sql.lstrip().lstrip("(").lstrip()[:6].lower() == "select"
+
+
 async def _send(batch: list[Entry]) -> None:
-    """One batch of statements on one connection (see the module's docstring).
+    """One batch of statements on one connection, sent again once if its connection died (see
+    the module's docstring).
 
     An exception that leaves here (no connection, a lost one, a failed commit) reaches every
-    caller of the batch not answered yet: none of their statements was committed.
+    caller of the batch not answered yet: none of their statements was committed, unless the
+    connection was lost after the COMMIT was handed over (then a write's outcome is unknown).
     """
+    try:
+        await _send_once(batch)
+    except _ConnectionLost as lost:
+        error = lost.__cause__ or lost
+        again = [entry for entry in batch if not lost.commit_sent or _is_read(entry[0][0])]
+        for _, future in batch:
+            if not any(future is each for _, each in again):
+                settle(future, error=error)
+        pool = await _pool()
+        await pool.check()  # the connections that died with this one, replaced before the retry
+        again = [entry for entry in again if not entry[1].done()]
+        if again:
+            try:
+                await _send_once(again)
+            except _ConnectionLost as second:
+                raise (second.__cause__ or second) from None
+
+
+async def _send_once(batch: list[Entry]) -> None:
     import psycopg
 
+    commit_sent = [False]  # set by _run_isolated when it hands the COMMIT to psycopg
     async with (await _pool()).connection() as conn:
-        if len(batch) == 1:
-            (sql, params), future = batch[0]
-            settle(future, await _run(conn, sql, params))
-            return
         try:
-            executed = await _run_isolated(conn, batch)
-        except psycopg.Error:
-            if not conn.closed:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.rollback()  # here rather than by the pool, which would warn
+            if len(batch) == 1 and _is_read(batch[0][0][0]):
+                (sql, params), future = batch[0]
+                commit_sent[0] = True  # autocommit: the statement commits itself
+                settle(future, await _run(conn, sql, params))
+                return
+            executed = await _run_isolated(conn, batch, commit_sent)
+        except psycopg.Error as exc:
+            if conn.closed:
+                raise _ConnectionLost(commit_sent=commit_sent[0]) from exc
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()  # here rather than by the pool, which would warn
             raise
     for future, rows in executed:
         settle(future, rows)
 
 
-async def _run_isolated(conn: Any, batch: list[Entry]) -> list[tuple[asyncio.Future[Rows], Rows]]:
+async def _run_isolated(
+    conn: Any, batch: list[Entry], commit_sent: list[bool]
+) -> list[tuple[asyncio.Future[Rows], Rows]]:
     """Run the batch in one transaction, pipelined; each committed statement's caller and rows.
 
     Each statement but the first stands behind a savepoint of its own. When one fails,
@@ -144,6 +199,7 @@ async def _run_isolated(conn: Any, batch: list[Entry]) -> list[tuple[asyncio.Fut
                             sent.pop()
                             refused.add(number)
                             settle(entry[1], error=exc)
+                    commit_sent[0] = True
                     await _queue(commands, conn.cursor(), "COMMIT")
                 except psycopg.Error as exc:  # what is not sent yet would be skipped
                     errors.append(_statement_error(exc))

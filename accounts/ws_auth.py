@@ -7,10 +7,19 @@ The outcome is left in the scope (`user`, `api_key`, `session_key`, `auth_error`
 accepts and then closes with 4401 (credential) or 4403 (origin) so that the client sees why.
 The consumer registers the socket under its credentials (accounts.revocation), so that revoking
 the key, deactivating the user or logging the session out ends it.
+
+The key lookup reaches the database; it may take WS_AUTH_TIMEOUT_S at most. When it takes longer
+or the database fails, the handshake is answered here: the socket is accepted, gets an `error`
+frame with the code `auth_unavailable`, and is closed with 4503 (like 4401/4403/4429, an HTTP
+status plus 4000: the service is unavailable for now, try again; 1011 would say the server broke).
+Never a handshake left hanging until the server's own timeout (reliability issue #16).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -20,12 +29,18 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
+from django.db import Error as DjangoDatabaseError
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
 from accounts.api_keys import api_key_authenticate_async
 from accounts.errors import EvaError
 from accounts.models import ApiKey, Scope
+
+logger = logging.getLogger("accounts.ws_auth")
+
+AUTH_UNAVAILABLE = "auth_unavailable"
+CLOSE_UNAVAILABLE = 4503
 
 
 class SocketApplication(Protocol):
@@ -134,11 +149,29 @@ def origin_allowed(scope: Mapping[str, Any]) -> bool:
 
 
 async def _authenticate_key(raw_key: str) -> tuple[AbstractBaseUser | AnonymousUser, ApiKey | None, str | None]:
+    import psycopg
+
     try:
-        key = await api_key_authenticate_async(raw_key=raw_key, scope=Scope.CHAT)
+        async with asyncio.timeout(settings.WS_AUTH_TIMEOUT_S):
+            key = await api_key_authenticate_async(raw_key=raw_key, scope=Scope.CHAT)
     except EvaError as exc:
         return AnonymousUser(), None, exc.code
+    except (TimeoutError, DjangoDatabaseError, psycopg.Error) as exc:
+        logger.warning("WebSocket key lookup failed: %s", type(exc).__name__)
+        return AnonymousUser(), None, AUTH_UNAVAILABLE
     return key.owner, key, None
+
+
+async def _refuse_unavailable(receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+    """Accept the handshake, send the `auth_unavailable` error frame, close with 4503."""
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client went before its handshake was answered
+    frame = {"type": "error", "code": AUTH_UNAVAILABLE, "message": "Authentication is unavailable; try again."}
+    # The keys an ASGI server needs; Channels' test client wants only one of bytes and text.
+    await send(cast(Any, {"type": "websocket.accept"}))
+    await send(cast(Any, {"type": "websocket.send", "text": json.dumps(frame)}))
+    await send(cast(Any, {"type": "websocket.close", "code": CLOSE_UNAVAILABLE}))
 
 
 class _CookieOriginGuard:
@@ -174,6 +207,8 @@ class WebsocketAuthMiddleware:
         if raw_key is None:
             return await self.session_stack(scope, receive, send)
         user, key, error = await _authenticate_key(raw_key)
+        if error == AUTH_UNAVAILABLE:
+            return await _refuse_unavailable(receive, send)
         inner_scope = dict(scope, user=user, api_key=key, auth_method="api_key", session_key=None)
         if error:
             inner_scope["auth_error"] = error
