@@ -44,7 +44,13 @@ def _fresh_test_connection():
     """The test's own connection (pytest-django flushes the database through it) died with the
     others: give it back so that the teardown gets a working one."""
     yield
-    connections["default"].close()
+    connection = connections["default"]
+    connection.close()
+    # Django's own pool still holds the connections that were terminated, and checking them one
+    # by one on checkout backs off for longer than the pool's timeout: the next tests (and the
+    # flush after this one) get a new pool instead.
+    if connection.vendor == "postgresql" and connection.pool is not None:
+        connection.close_pool()
 
 
 @pytest.fixture
