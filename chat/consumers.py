@@ -42,9 +42,6 @@ from chat.services import session_clear, session_id_validate
 logger = logging.getLogger("chat.consumers")
 
 CLIENT_TYPES = ("message", "cancel", "clear", "ping")
-# Frames that act on stored data ask Redis whether the credential still stands; the others
-# rely on what this process knows (free).
-CHECKED_TYPES = ("message", "clear")
 MAX_FRAME_CHARS = 64_000  # far above any valid message (CHAT_MAX_MESSAGE_CHARS of text + JSON)
 
 
@@ -92,6 +89,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.open_socket is not None:
             await socket_close(self.open_socket)
 
+    async def _credential_stands(self) -> None:
+        """SocketRevoked if the socket's credential went, as Redis's marks say (a message's admission)."""
+        assert self.open_socket is not None
+        await socket_check(self.open_socket, ask_redis=True)
+
     async def end_revoked(self, code: str) -> None:
         """End the socket whose credential went: an `error` frame with `code`, then 4401 (once)."""
         if self.ending:
@@ -102,7 +104,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_REVOKED)
 
     async def _stop_task(self) -> None:
-        if self.task is not None and not self.task.done():
+        if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
@@ -133,7 +135,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         handler = getattr(self, f"on_{frame['type']}")
         try:
-            if frame["type"] in CHECKED_TYPES:
+            # Frames that act on stored data ask Redis whether the credential still stands (a
+            # message's generation asks it beside its rate limit); the others rely on what this
+            # process knows, which costs nothing.
+            if frame["type"] == "clear":
                 await socket_check(self.open_socket, ask_redis=True)
             await handler(frame)
         except SocketRevoked as exc:
@@ -167,7 +172,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.ending:
             return  # revoked while this frame was checked
         speech = self._speech(frame.get("voice_name")) if voice else None
-        self.generation = ChatGeneration(request, speech=speech)
+        self.generation = ChatGeneration(request, speech=speech, admission=self._credential_stands)
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
@@ -196,6 +201,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             async for frame in frames:
                 await self.send_json(frame)
+        except SocketRevoked as exc:  # refused at admission: nothing was asked or stored
+            await self.end_revoked(exc.code)
         except EvaError as exc:
             await self.send_error(exc.code, exc.message, request_id=generation.request_id)
         except Exception:

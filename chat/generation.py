@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -91,8 +91,13 @@ class ChatGeneration:
         *,
         provider: FallbackProvider | None = None,
         speech: Speech | None = None,
+        admission: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.request = request
+        # A check the edge wants passed before the model is asked (the socket's credential still
+        # standing): it runs beside the history read and the rate limit, and its EvaError refuses
+        # the request as the rate limit's does.
+        self.admission = admission
         self.request_id = str(uuid.uuid4())
         self.provider = provider or default_provider()
         self.speech = speech
@@ -142,13 +147,20 @@ class ChatGeneration:
         history_read = asyncio.ensure_future(
             store.history(owner_id=request.user_id, session_id=request.session_id, turns=settings.LLM_HISTORY_TURNS)
         )
+        admitted = asyncio.ensure_future(self.admission()) if self.admission is not None else None
         try:
             await rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id)
+            if admitted is not None:
+                await admitted
         except EvaError:
             history_read.add_done_callback(_retrieve)  # refused: the read's outcome no longer matters
+            if admitted is not None:
+                admitted.add_done_callback(_retrieve)
             raise
         except BaseException:
             history_read.cancel()
+            if admitted is not None:
+                admitted.cancel()
             raise
         stream: AsyncGenerator[StreamStart | Chunk, None] | None = None
         try:
@@ -299,7 +311,7 @@ class ChatGeneration:
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.warning("history read of a refused request failed", exc_info=task.exception())
+        logger.warning("a refused request's history read or admission check failed", exc_info=task.exception())
 
 
 async def _await(future: asyncio.Future[Any]) -> None:

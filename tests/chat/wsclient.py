@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
@@ -36,4 +37,18 @@ async def receive_until(
         frame = await communicator.receive_json_from(timeout=frame_timeout_s)
         frames.append(frame)
         if frame.get("type") == frame_type:
+            return frames
+
+
+async def receive_reply_with_audio(communicator: WebsocketCommunicator, *, frame_timeout_s: float) -> list[Any]:
+    """A spoken reply's frames up to its `end` or `error`: JSON frames as dicts, audio as bytes."""
+    frames: list[Any] = []
+    while True:
+        output = await communicator.receive_output(timeout=frame_timeout_s)
+        if output.get("bytes") is not None:
+            frames.append(output["bytes"])
+            continue
+        frame = json.loads(output["text"])
+        frames.append(frame)
+        if frame["type"] in ("end", "error"):
             return frames

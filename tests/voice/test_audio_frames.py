@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
 import wave
 
 import pytest
 
-from tests.chat.wsclient import ws_with_key
+from tests.chat.wsclient import receive_reply_with_audio, ws_with_key
 from voice import client
 from voice.speech_splitter import SpeechSplitter
 from voice.speech_stream import AUDIO_FRAME_MAX_BYTES, AudioTooLarge, SpeechStream, split_wav
@@ -114,16 +113,7 @@ async def test_a_long_spoken_piece_arrives_whole_through_the_asgi_app_in_bounded
     socket = ws_with_key(key)
     assert (await socket.connect())[0]
     await socket.send_json_to({"type": "message", "content": "Salut", "session_id": "long", "voice": True})
-    frames: list[dict | bytes] = []
-    while True:
-        output = await socket.receive_output(timeout=60)
-        if output.get("bytes") is not None:
-            frames.append(output["bytes"])
-            continue
-        frame = json.loads(output["text"])
-        frames.append(frame)
-        if frame["type"] in ("end", "error"):
-            break
+    frames = await receive_reply_with_audio(socket, frame_timeout_s=60)
     await socket.disconnect()
     assert frames[-1]["type"] == "end"
     assert [frame["type"] for frame in frames if isinstance(frame, dict)].count("error") == 0

@@ -8,7 +8,7 @@ import pytest
 
 from metrics.models import RequestMetric
 from metrics.recorder import flush_metrics
-from tests.chat.wsclient import ws_with_key
+from tests.chat.wsclient import receive_reply_with_audio, ws_with_key
 from voice.wav import wav_info
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,16 +26,7 @@ async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(
     socket = ws_with_key(key)
     assert (await socket.connect())[0]
     await socket.send_json_to({"type": "message", "content": "Salut", "session_id": "voice", "voice": True})
-    frames: list[dict | bytes] = []
-    while True:
-        output = await socket.receive_output(timeout=30)
-        if output.get("bytes") is not None:
-            frames.append(output["bytes"])
-            continue
-        frame = json.loads(output["text"])
-        frames.append(frame)
-        if frame["type"] in ("end", "error"):
-            break
+    frames = await receive_reply_with_audio(socket, frame_timeout_s=30)
     await socket.disconnect()
     audio = [frame for frame in frames if isinstance(frame, dict) and frame["type"] == "audio"]
     assert [frame["text"] for frame in audio] == [
