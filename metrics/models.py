@@ -38,6 +38,8 @@ class RequestMetric(models.Model):
     ttft_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField()
     time_to_first_audio_ms = models.FloatField(null=True, blank=True)
+    # A spoken reply: from the request to its last audio (its text ends at total_ms).
+    speech_total_ms = models.FloatField(null=True, blank=True)
     tokens_in = models.IntegerField(null=True, blank=True)
     tokens_out = models.IntegerField(null=True, blank=True)
     # Ollama: load_duration / prompt_eval_duration / eval_duration; Groq: prompt_time /
