@@ -36,6 +36,7 @@ from accounts.revocation import (
     socket_close,
     socket_open,
 )
+from chat import drain
 from chat.generation import ChatGeneration, ChatRequest
 from chat.services import session_clear, session_id_validate
 
@@ -82,9 +83,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.ending = True
             await self.send_error(exc.code, exc.message)
             await self.close(code=CLOSE_TOO_MANY if isinstance(exc, TooManySockets) else CLOSE_REVOKED)
+            return
+        drain.stream_opened(self)
+        if drain.draining():  # the restart began during the handshake
+            await self.end_restarting()
 
     async def disconnect(self, code: int) -> None:
         self.ending = True
+        drain.stream_closed(self)
         await self._stop_task()
         if self.open_socket is not None:
             await socket_close(self.open_socket)
@@ -102,6 +108,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._stop_task()
         await self.send_error(code, revocation_message(code))
         await self.close(code=CLOSE_REVOKED)
+
+    async def drain(self, deadline: float) -> None:
+        """The process is stopping (chat.drain): a reply in flight may finish until `deadline`,
+        then is stopped and kept as partial; the client gets `server_restarting` and 1012."""
+        task, generation = self.task, self.generation
+        if task is not None and not task.done():
+            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            if not done and generation is not None:
+                generation.stop_code = drain.RESTARTING_CODE
+                await self._stop_task()
+        await self.end_restarting(generation if task is not None and task.cancelled() else None)
+
+    async def end_restarting(self, stopped: ChatGeneration | None = None) -> None:
+        """`server_restarting` (with the request_id of the reply it stopped), then close 1012 (once)."""
+        if self.ending:
+            return
+        self.ending = True
+        extra = {"request_id": stopped.request_id} if stopped is not None else {}
+        await self.send_error(drain.RESTARTING_CODE, drain.RESTARTING_MESSAGE, **extra)
+        try:
+            await self.close(code=drain.CLOSE_RESTARTING)
+        except Exception:  # daphne cannot send 1012 (chat.drain)
+            await self.close(code=drain.CLOSE_RESTARTING_DAPHNE)
 
     async def _stop_task(self) -> None:
         if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
@@ -171,6 +200,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.ending:
             return  # revoked while this frame was checked
+        if drain.draining():
+            await self.end_restarting()
+            return
         speech = self._speech(frame.get("voice_name")) if voice else None
         self.generation = ChatGeneration(request, speech=speech, admission=self._credential_stands)
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")

@@ -115,6 +115,9 @@ class ChatGeneration:
         self.finished = False
         self._recorded = False
         self._reply_write_started = False
+        # Why a generation closed before its end is recorded: the client's cancel or departure,
+        # or the server's restart (chat.drain sets `server_restarting`).
+        self.stop_code = "cancelled"
 
     @property
     def text(self) -> str:
@@ -236,7 +239,7 @@ class ChatGeneration:
                 self.total_ms = self._elapsed_ms()
                 if self.speech is not None:
                     self.speech.cancel()
-                self._record(status=Status.CANCELLED, error_code="cancelled")
+                self._record(status=Status.CANCELLED, error_code=self.stop_code)
                 if self.parts:
                     _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
             if stream is not None:

@@ -52,7 +52,21 @@ def _session_get_or_create(*, owner_id: int, session_id: str, title: str, at: da
 def llm_messages(*, history: list[dict[str, str]], content: str) -> list[dict[str, str]]:
     """What goes to the model: the system prompt, the history (the last LLM_HISTORY_TURNS turns), the message."""
     system = [{"role": "system", "content": settings.LLM_SYSTEM_PROMPT}] if settings.LLM_SYSTEM_PROMPT else []
-    return [*system, *history, {"role": "user", "content": content}]
+    return [*system, *_answered(history), {"role": "user", "content": content}]
+
+
+def _answered(history: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The history without the user messages that got no reply (stopped before its first token
+    by a cancel, a restart, an error): the model sees user and assistant turns alternate."""
+    kept: list[dict[str, str]] = []
+    for message in history:
+        if message["role"] == "user" and kept and kept[-1]["role"] == "user":
+            kept[-1] = message
+        else:
+            kept.append(message)
+    if kept and kept[-1]["role"] == "user":
+        kept.pop()
+    return kept
 
 
 def chat_turn_begin(

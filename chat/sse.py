@@ -55,6 +55,7 @@ from accounts.api_keys import api_key_authenticate_async
 from accounts.errors import AuthenticationFailed, EvaError, InvalidInput, PermissionDenied, RateLimited, error_body
 from accounts.models import Scope
 from accounts.ws_auth import origin_allowed, presented_api_key
+from chat import drain
 from chat.api import ChatIn
 from chat.generation import ChatGeneration, ChatRequest
 
@@ -206,6 +207,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         self.session_auth = session_auth
         self.received = 0
         self.task: asyncio.Task[None] | None = None
+        self.generation: ChatGeneration | None = None
+        self.streaming = False  # the 200 and its headers went out
 
     # --- ASGI messages -------------------------------------------------------------------
     async def http_request(self, message: HTTPRequestEvent) -> None:
@@ -225,6 +228,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         self.body.append(chunk)
         if not message.get("more_body", False):
             self.task = asyncio.create_task(self._respond(b"".join(self.body)))
+            drain.stream_opened(self)
+            self.task.add_done_callback(lambda _: drain.stream_closed(self))
 
     async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
         """The client went away, or the response is complete: stop the stream if it still runs."""
@@ -237,10 +242,32 @@ class ChatStreamConsumer(AsyncHttpConsumer):
                 logger.error("chat stream failed", exc_info=task.exception())
         await super().http_disconnect(message)  # raises StopConsumer
 
+    async def drain(self, deadline: float) -> None:
+        """The process is stopping (chat.drain): the reply may finish until `deadline`; one still
+        running then is stopped, kept as partial, and its stream ends with `server_restarting`."""
+        task = self.task
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+        if done:
+            return
+        if self.generation is not None:
+            self.generation.stop_code = drain.RESTARTING_CODE
+        task.cancel()
+        await asyncio.wait([task])
+        if self.streaming:
+            error = {"type": "error", "code": drain.RESTARTING_CODE, "message": drain.RESTARTING_MESSAGE}
+            if self.generation is not None:
+                error["request_id"] = self.generation.request_id
+            await self.send_body(sse_event(error), more_body=True)
+            await self.send_body(b"")
+        else:
+            await self._send_json(503, error_body(code=drain.RESTARTING_CODE, message=drain.RESTARTING_MESSAGE))
+
     # --- the response --------------------------------------------------------------------
     async def _respond(self, body: bytes) -> None:
         try:
-            generation = ChatGeneration(await self._chat_request(body))
+            generation = self.generation = ChatGeneration(await self._chat_request(body))
             frames = generation.frames()
             try:
                 first = await anext(frames)  # raises EvaError (429/503) before anything is sent
@@ -255,6 +282,7 @@ class ChatStreamConsumer(AsyncHttpConsumer):
             await self._send_json(500, error_body(code="internal_error", message="Something went wrong on our side."))
             return
         await self.send_headers(status=200, headers=SSE_HEADERS)
+        self.streaming = True
         async with aclosing(frames):
             try:
                 await self.send_body(sse_event(first), more_body=True)

@@ -14,17 +14,19 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 
 from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
 from chat.routing import asgi_re_path, http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from evaproject.restart import GracefulRestart  # noqa: E402
 from voice.config import TTS_CHANNEL  # noqa: E402
 from voice.worker import TTSWorkerConsumer  # noqa: E402
 
-application = ProtocolTypeRouter(
+# GracefulRestart: on SIGTERM, drain the chat streams before the server stops (evaproject/restart.py).
+application = GracefulRestart(ProtocolTypeRouter(
     {
         # Streamed chat replies first (chat/sse.py), Django for everything else.
         "http": URLRouter([*http_urlpatterns(django_app=django_asgi_app), asgi_re_path(r"", django_asgi_app)]),
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
         "channel": ChannelNameRouter({TTS_CHANNEL: TTSWorkerConsumer.as_asgi()}),
     }
-)
+))
 
 # Load the Ollama model in the background as the server starts (daphne has no lifespan
 # events), so the first user does not pay the load. Never in a `runworker` process.

@@ -318,6 +318,9 @@ WS_MAX_SOCKETS_PER_USER = envint("WS_MAX_SOCKETS_PER_USER", 50, minimum=0)
 # Longest a /ws/chat handshake waits for the API key lookup: past it, or on a database error,
 # the socket gets the error auth_unavailable and close code 4503 (reliability issue #16).
 WS_AUTH_TIMEOUT_S = envfloat("WS_AUTH_TIMEOUT_S", 5.0, minimum=0.1)
+# On SIGTERM, how long replies in flight may go on before they are stopped and stored as partial
+# (evaproject/restart.py); keep it under the process manager's grace period (Kubernetes: 30 s).
+DRAIN_TIMEOUT_S = envfloat("DRAIN_TIMEOUT_S", 10.0, minimum=0.0)
 
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model
