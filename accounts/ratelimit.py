@@ -9,7 +9,9 @@ more CPU than the rest of the rate limit. Without Redis, the `limits` library's 
 in process memory does the same for one process (REDIS_URL empty, the embedded default).
 
 A Redis that does not answer within REDIS_TIMEOUT_S, or refuses the connection, gives the
-error `rate_limit_unavailable` (503), not a hang.
+error `rate_limit_unavailable` (503), not a hang. A pooled connection that Redis dropped (it
+restarted) is replaced and the batch sent once more (redis-py's Retry), so the first request
+after a Redis restart is counted, not refused; a batch whose reply alone was lost may count twice.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from django.conf import settings
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from accounts.batching import Batcher, settle_each
@@ -68,8 +72,11 @@ def _redis_batcher() -> tuple[redis.asyncio.Redis, Batcher[Check, Any]]:
     if entry is None:
         # No per-command socket timeout (redis-py would run each read under asyncio.wait_for,
         # one more task per batch): a batch is bounded by REDIS_TIMEOUT_S instead.
+        # retry: a pooled connection that Redis dropped (a restart) is closed and the batch sent
+        # once more on a new one, instead of failing with rate_limit_unavailable.
         client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=REDIS_TIMEOUT_S, max_connections=50
+            settings.REDIS_URL, socket_timeout=None, socket_connect_timeout=REDIS_TIMEOUT_S, max_connections=50,
+            retry=Retry(NoBackoff(), 1),
         )
 
         async def send(batch: list[tuple[Check, asyncio.Future[Any]]]) -> None:

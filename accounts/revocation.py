@@ -49,7 +49,10 @@ import redis
 import redis.asyncio
 from django.conf import settings
 from django.db import transaction
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from accounts.batching import Batcher, settle_each
 from accounts.errors import EvaError
@@ -297,7 +300,8 @@ def _sync_client() -> redis.Redis:
         client = _sync_clients.get(url)
         if client is None:
             client = _sync_clients[url] = redis.Redis.from_url(
-                url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+                url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 1),  # a connection Redis dropped (a restart): once more on a new one
             )
         return client
 
@@ -354,6 +358,7 @@ def _loop_redis() -> _LoopRedis:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             max_connections=20,
             decode_responses=True,
+            retry=AsyncRetry(NoBackoff(), 1),  # a connection Redis dropped (a restart): once more on a new one
         )
 
         async def send(batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:

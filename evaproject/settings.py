@@ -188,13 +188,20 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
 CHANNEL_LAYER_PREFIX = envstr("CHANNEL_LAYER_PREFIX", "eva")
 if REDIS_URL:
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             # socket_timeout above channels_redis's 5 s BZPOPMIN: redis-py 8 defaults to 5 s too,
             # so an idle receive (a `runworker` waiting for work) died with "Timeout reading".
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # retry: a pooled connection Redis dropped (it restarted) is replaced and the
+                # command sent once more, so the first voice reply after a restart is not
+                # tts_unavailable (reliability issue #16).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "retry": AsyncRetry(NoBackoff(), 1)}],
                 "prefix": CHANNEL_LAYER_PREFIX,
                 "capacity": 1000,
                 "expiry": 60,
@@ -206,6 +213,7 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": CHANNEL_LAYER_PREFIX,
+            "OPTIONS": {"retry": Retry(NoBackoff(), 1)},  # as the channel layer's
         }
     }
 else:
