@@ -6,8 +6,10 @@ is kept only as an HMAC-SHA256 keyed with API_KEY_HASH_SECRET and compared in co
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from collections.abc import Iterable
@@ -22,12 +24,14 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from accounts import asyncdb
-from accounts.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from accounts.errors import AuthenticationFailed, EvaError, InvalidInput, NotFound, PermissionDenied
 from accounts.models import ApiKey, Scope
 from accounts.revocation import REVOKED_API_KEY, credentials_revoke, key_credential
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger("accounts.api_keys")
 
 KEY_PREFIX = "eva"
 PREFIX_BYTES = 6  # 12 hex characters: collisions are retried on create
@@ -114,6 +118,27 @@ async def api_key_authenticate_async(*, raw_key: str | None, scope: str | None =
         await asyncdb.execute(_TOUCH_SQL, [now, key.pk, now - _resolution()])
         key.last_used_at = now
     return key
+
+
+class AuthUnavailable(EvaError):
+    """The key could not be checked: its database did not answer within WS_AUTH_TIMEOUT_S, or failed."""
+
+    code = "auth_unavailable"
+    status = 503
+
+
+async def api_key_authenticate_bounded(*, raw_key: str | None, scope: str | None = None) -> ApiKey:
+    """api_key_authenticate_async within WS_AUTH_TIMEOUT_S: a database that hangs or fails gives
+    AuthUnavailable (503 `auth_unavailable`), never a request that waits with it (#16)."""
+    import psycopg
+    from django.db import DatabaseError
+
+    try:
+        async with asyncio.timeout(settings.WS_AUTH_TIMEOUT_S):
+            return await api_key_authenticate_async(raw_key=raw_key, scope=scope)
+    except (TimeoutError, DatabaseError, psycopg.Error) as exc:
+        logger.warning("API key lookup failed: %s", type(exc).__name__)
+        raise AuthUnavailable("Authentication is unavailable; try again.") from None
 
 
 def _required(raw_key: str | None) -> str:

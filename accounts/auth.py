@@ -15,7 +15,7 @@ from django.db import close_old_connections, connection
 from django.http import HttpRequest
 from ninja.security import APIKeyHeader, HttpBearer, SessionAuth
 
-from accounts.api_keys import api_key_authenticate, api_key_authenticate_async
+from accounts.api_keys import api_key_authenticate, api_key_authenticate_bounded
 from accounts.errors import AuthenticationFailed, PermissionDenied
 from accounts.models import ApiKey, Scope
 
@@ -77,7 +77,7 @@ class ApiKeyBearerAuth(_ScopedBearer):
 async def _authenticate_async(raw_key: str | None, scope: str) -> Principal | None:
     if not raw_key:
         return None  # let the next method try
-    api_key = await api_key_authenticate_async(raw_key=raw_key, scope=scope)
+    api_key = await api_key_authenticate_bounded(raw_key=raw_key, scope=scope)
     return Principal(user=api_key.owner, api_key=api_key)
 
 

@@ -17,7 +17,6 @@ Never a handshake left hanging until the server's own timeout (reliability issue
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -29,11 +28,10 @@ from channels.auth import AuthMiddlewareStack
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import Error as DjangoDatabaseError
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 
-from accounts.api_keys import api_key_authenticate_async
+from accounts.api_keys import api_key_authenticate_bounded
 from accounts.errors import EvaError
 from accounts.models import ApiKey, Scope
 
@@ -149,16 +147,10 @@ def origin_allowed(scope: Mapping[str, Any]) -> bool:
 
 
 async def _authenticate_key(raw_key: str) -> tuple[AbstractBaseUser | AnonymousUser, ApiKey | None, str | None]:
-    import psycopg
-
     try:
-        async with asyncio.timeout(settings.WS_AUTH_TIMEOUT_S):
-            key = await api_key_authenticate_async(raw_key=raw_key, scope=Scope.CHAT)
-    except EvaError as exc:
+        key = await api_key_authenticate_bounded(raw_key=raw_key, scope=Scope.CHAT)
+    except EvaError as exc:  # AuthUnavailable included: its code is auth_unavailable
         return AnonymousUser(), None, exc.code
-    except (TimeoutError, DjangoDatabaseError, psycopg.Error) as exc:
-        logger.warning("WebSocket key lookup failed: %s", type(exc).__name__)
-        return AnonymousUser(), None, AUTH_UNAVAILABLE
     return key.owner, key, None
 
 

@@ -51,7 +51,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from django.conf import settings
 
-from accounts.api_keys import api_key_authenticate_async
+from accounts.api_keys import api_key_authenticate_bounded
 from accounts.errors import AuthenticationFailed, EvaError, InvalidInput, PermissionDenied, RateLimited, error_body
 from accounts.models import Scope
 from accounts.ws_auth import origin_allowed, presented_api_key
@@ -314,7 +314,7 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         """Who asks, as (user id, API key id): by API key, else by the session from an allowed Origin."""
         raw_key = presented_api_key(self.scope)
         if raw_key is not None:
-            key = await api_key_authenticate_async(raw_key=raw_key, scope=Scope.CHAT)
+            key = await api_key_authenticate_bounded(raw_key=raw_key, scope=Scope.CHAT)
             return int(key.owner_id), int(key.pk)
         scope: Mapping[str, Any] = self.scope  # with the session middleware's `user`, when it ran
         user = scope.get("user") if self.session_auth else None

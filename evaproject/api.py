@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
@@ -107,6 +108,16 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @_on_both(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(request, status=404, code="not_found", message="Not found.")
+
+
+@_on_both(OperationalError)
+@_on_both(InterfaceError)
+def on_database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database went away or refused the connection (#16): a clear, retryable answer.
+    logger.warning("database unavailable in %s %s: %s", request.method, request.path, type(exc).__name__)
+    return error_response(
+        request, status=503, code="database_unavailable", message="The database is unavailable; try again."
+    )
 
 
 @_on_both(Exception)

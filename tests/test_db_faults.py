@@ -169,3 +169,32 @@ async def test_a_handshake_without_the_database_ends_within_the_bound_with_an_er
     assert await communicator.receive_output(timeout=10) == {"type": "websocket.close", "code": 4503}
     assert loop.time() - started < settings.WS_AUTH_TIMEOUT_S + 2
     await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chat/stream", "/api/v1/chat"])
+async def test_an_http_key_lookup_without_the_database_is_a_503_within_the_bound(lookup_unavailable, settings, path):
+    """SSE and the REST chat endpoint bound their key lookup as the handshake does (#16)."""
+    from tests.chat.test_sse import request
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = await request(path, {"message": "Salut"}, key="eva_000000000000_whatever")
+    assert reply.status == 503
+    assert reply.json()["code"] == "auth_unavailable"
+    assert loop.time() - started < settings.WS_AUTH_TIMEOUT_S + 2
+
+
+def test_a_sync_rest_endpoint_whose_database_is_gone_answers_503(monkeypatch, client):
+    """A sync endpoint's key lookup (the ORM in the request's thread) failing on a lost database
+    is a clear 503 `database_unavailable`, not a 500 (#16)."""
+    from django.db import OperationalError
+
+    import accounts.auth
+
+    def gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(accounts.auth, "api_key_authenticate", gone)
+    reply = client.get("/api/v1/sessions", headers={"X-API-Key": "eva_000000000000_whatever"})
+    assert reply.status_code == 503
+    assert reply.json()["code"] == "database_unavailable"
