@@ -25,15 +25,19 @@ not checked at checkout (a round trip per batch; and psycopg_pool waits a second
 trying the next connection of a failed check). Instead a batch whose connection turns out dead
 makes the pool check its idle connections at once (`AsyncConnectionPool.check`: the others that
 died alike are replaced) and is then sent again, once, on a fresh connection, but only what is
-safe to send again (reliability issue #16):
+safe to send again, up to RESENDS (2) times (reliability issue #16):
 - a write goes in a transaction that only the COMMIT at the end of the pipeline commits (a lone
   write too: it is a batch of one); if the connection died before that COMMIT was handed to
   psycopg, nothing was committed, and the whole batch is sent again;
 - once the COMMIT was handed over (or for a lone read, which runs in autocommit), whether it was
   made is unknown: only reads (statements that begin with SELECT and so change nothing; a SELECT
-  that calls a function with side effects must not come through here) are sent again, and each
-  write's caller gets the connection's error.
-A second failure reaches the callers.
+  that calls a function with side effects must not come through here) and writes declared
+  with `resend_safe()` (which skip what a first run stored: the chat turn's two writes) are
+  sent again, and each other write's caller gets the connection's error. Before such a write
+  is sent again, the lost connection's server process is ended and waited for
+  (`pg_terminate_backend(pid, 5000)`), so that a COMMIT it may still be reading becomes visible
+  first; when that fails, the write is not sent again.
+A failure after the last resend reaches the callers.
 """
 
 from __future__ import annotations
@@ -101,9 +105,45 @@ class _ConnectionLost(Exception):
     """The batch's connection died (its psycopg error is the cause); `commit_sent`: whether a
     COMMIT (or a lone autocommitted statement) may have reached the server."""
 
-    def __init__(self, *, commit_sent: bool) -> None:
+    def __init__(self, *, commit_sent: bool, backend_pid: int | None) -> None:
         super().__init__("the connection was lost")
         self.commit_sent = commit_sent
+        self.backend_pid = backend_pid  # the server process that ran the batch
+
+
+async def _outcome_final(pool: Any, backend_pid: int | None) -> bool:
+    """Make sure the server process of a lost connection is gone, so that its COMMIT, if it was
+    made, is visible (a server still reading a COMMIT the client sent before the cut would
+    otherwise commit after the resend looked for it); False if that cannot be made sure."""
+    import psycopg
+
+    if backend_pid is None:
+        return False
+    for _ in range(3):  # a connection that died in the same stroke may still be handed out
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT pg_terminate_backend(%s, %s)", [backend_pid, 5000])
+        except psycopg.OperationalError:
+            continue
+        except psycopg.Error:
+            return False
+        return True
+    return False
+
+
+_RESEND_SAFE: set[str] = set()
+# A batch whose connection died is sent again at most this many times: connections killed in
+# the same stroke (a failover, pg_terminate_backend of every backend) may still be handed out
+# once after the pool's check, when they were busy during it.
+RESENDS = 2
+
+
+def resend_safe(sql: str) -> str:
+    """Declare `sql` a write that may run twice with the effect of once (it skips what a first run
+    already stored, e.g. by request_id): like a read, it is sent again when its connection died
+    after the COMMIT was handed over (#16). Returns `sql`, for module constants."""
+    _RESEND_SAFE.add(sql)
+    return sql
 
 
 def _is_read(sql: str) -> bool:
@@ -112,29 +152,38 @@ def _is_read(sql: str) -> bool:
 
 
 async def _send(batch: list[Entry]) -> None:
-    """One batch of statements on one connection, sent again once if its connection died (see
+    """One batch of statements on one connection, sent again (up to RESENDS times) if its connection died (see
     the module's docstring).
 
     An exception that leaves here (no connection, a lost one, a failed commit) reaches every
     caller of the batch not answered yet: none of their statements was committed, unless the
     connection was lost after the COMMIT was handed over (then a write's outcome is unknown).
     """
-    try:
-        await _send_once(batch)
-    except _ConnectionLost as lost:
-        error = lost.__cause__ or lost
-        again = [entry for entry in batch if not lost.commit_sent or _is_read(entry[0][0])]
-        for _, future in batch:
-            if not any(future is each for _, each in again):
-                settle(future, error=error)
-        pool = await _pool()
-        await pool.check()  # the connections that died with this one, replaced before the retry
-        again = [entry for entry in again if not entry[1].done()]
-        if again:
-            try:
-                await _send_once(again)
-            except _ConnectionLost as second:
-                raise (second.__cause__ or second) from None
+    pending = batch
+    for attempt in range(1 + RESENDS):
+        try:
+            await _send_once(pending)
+            return
+        except _ConnectionLost as lost:
+            error = lost.__cause__ or lost
+            if attempt == RESENDS:
+                raise error from None
+            pool = await _pool()
+            await pool.check()  # the connections that died with this one, replaced before the retry
+            # Writes declared safe to send again look for what their first run stored: only once
+            # that run's outcome is final.
+            writes_again = lost.commit_sent and await _outcome_final(pool, lost.backend_pid)
+            again = [
+                entry
+                for entry in pending
+                if not lost.commit_sent or _is_read(entry[0][0]) or (writes_again and entry[0][0] in _RESEND_SAFE)
+            ]
+            for _, future in pending:
+                if not any(future is each for _, each in again):
+                    settle(future, error=error)
+            pending = [entry for entry in again if not entry[1].done()]
+            if not pending:
+                return
 
 
 async def _send_once(batch: list[Entry]) -> None:
@@ -142,6 +191,7 @@ async def _send_once(batch: list[Entry]) -> None:
 
     commit_sent = [False]  # set by _run_isolated when it hands the COMMIT to psycopg
     async with (await _pool()).connection() as conn:
+        backend_pid = conn.info.backend_pid
         try:
             if len(batch) == 1 and _is_read(batch[0][0][0]):
                 (sql, params), future = batch[0]
@@ -151,7 +201,7 @@ async def _send_once(batch: list[Entry]) -> None:
             executed = await _run_isolated(conn, batch, commit_sent)
         except psycopg.Error as exc:
             if conn.closed:
-                raise _ConnectionLost(commit_sent=commit_sent[0]) from exc
+                raise _ConnectionLost(commit_sent=commit_sent[0], backend_pid=backend_pid) from exc
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()  # here rather than by the pool, which would warn
             raise

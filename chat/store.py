@@ -100,8 +100,10 @@ ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
 
 # Find or create the conversation and store the message, in one statement. When two first
 # messages race, the loser's INSERT ... ON CONFLICT creates nothing and no message is stored;
-# the statement is then run again and finds the winner's conversation.
-_TURN_BEGIN_SQL = f"""
+# the statement is then run again and finds the winner's conversation. Safe to send again
+# (asyncdb.resend_safe, #16): a message with this request_id already in the conversation (a
+# first run that committed, its answer lost with its connection) is not stored twice.
+_TURN_BEGIN_SQL = asyncdb.resend_safe(f"""
 WITH found AS (
     SELECT id FROM {_SESSION} WHERE owner_id = %(owner)s AND session_id = %(session)s
 ), created AS (
@@ -111,26 +113,38 @@ WITH found AS (
     RETURNING id
 ), target AS (
     SELECT id FROM found UNION ALL SELECT id FROM created
+), stored AS (
+    INSERT INTO {_MESSAGE} ({_MESSAGE_COLUMNS})
+    SELECT id, 'user', %(content)s, 'complete', '', '', %(request_id)s, NULL, NULL, %(at)s FROM target
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {_MESSAGE} m WHERE m.session_id = target.id AND m.created_at = %(at)s
+        AND m.role = 'user' AND m.request_id = %(request_id)s::varchar
+    )
+    RETURNING session_id
 )
-INSERT INTO {_MESSAGE} ({_MESSAGE_COLUMNS})
-SELECT id, 'user', %(content)s, 'complete', '', '', %(request_id)s, NULL, NULL, %(at)s FROM target
-RETURNING session_id
-"""
+SELECT id FROM target
+""")
 
 # Stores the reply only if its conversation is still there (no foreign-key error to come back
 # from a conversation deleted while the reply streamed); no row back: it is gone.
-_TURN_FINISH_SQL = f"""
+# Safe to send again (asyncdb.resend_safe, #16): a reply with this request_id already stored is
+# not stored twice.
+_TURN_FINISH_SQL = asyncdb.resend_safe(f"""
 WITH reply AS (
     INSERT INTO {_MESSAGE} ({_MESSAGE_COLUMNS})
     SELECT %(session_pk)s, 'assistant', %(content)s, %(status)s, %(backend)s, %(model)s, %(request_id)s,
            %(ttft_ms)s, %(total_ms)s, %(at)s
     WHERE EXISTS (SELECT 1 FROM {_SESSION} WHERE id = %(session_pk)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM {_MESSAGE} m WHERE m.session_id = %(session_pk)s AND m.created_at = %(at)s
+        AND m.role = 'assistant' AND m.request_id = %(request_id)s::varchar
+    )
     RETURNING id
 )
 UPDATE {_SESSION} SET updated_at = %(at)s, title = CASE WHEN title = '' THEN %(title)s ELSE title END
 WHERE id = %(session_pk)s
 RETURNING id
-"""
+""")
 
 
 class PostgresChatStore:

@@ -198,3 +198,82 @@ def test_a_sync_rest_endpoint_whose_database_is_gone_answers_503(monkeypatch, cl
     reply = client.get("/api/v1/sessions", headers={"X-API-Key": "eva_000000000000_whatever"})
     assert reply.status_code == 503
     assert reply.json()["code"] == "database_unavailable"
+
+
+async def turn(store, user_id: int, request_id: str, at) -> int:
+    session_pk = await store.turn_begin(owner_id=user_id, session_id="s", content="q", request_id=request_id, at=at)
+    await store.turn_finish(
+        session_pk=session_pk, content="a", status="complete", backend="ollama", model="m",
+        request_id=request_id, ttft_ms=1.0, total_ms=2.0, title="q",
+    )
+    return session_pk
+
+
+@sync_to_async
+def messages_of(user_id: int) -> list[tuple[str, str, str]]:
+    from chat.models import ChatMessage
+
+    return list(
+        ChatMessage.objects.filter(session__owner_id=user_id)
+        .order_by("id")
+        .values_list("role", "content", "request_id")
+    )
+
+
+async def test_a_chat_turn_whose_connection_dies_after_its_commit_was_sent_is_sent_again_and_stored_once(
+    user_key, monkeypatch
+):
+    """The turn's two writes are declared safe to send again (asyncdb.resend_safe): the caller
+    gets no error, and the turn is stored once."""
+    from django.utils import timezone
+
+    from chat.store import PostgresChatStore
+
+    user, _ = await user_key()
+    from chat import store
+
+    real_queue, real_run_isolated = asyncdb._queue, asyncdb._run_isolated
+    in_batch: set[str] = set()
+    died: list[str] = []
+
+    async def run_isolated(conn, batch, commit_sent):
+        in_batch.clear()
+        in_batch.update(sql for (sql, _), _ in batch)
+        return await real_run_isolated(conn, batch, commit_sent)
+
+    async def queue_then_die(cursors, cursor, command):
+        await real_queue(cursors, cursor, command)
+        turn_writes = in_batch & {store._TURN_BEGIN_SQL, store._TURN_FINISH_SQL}
+        if command == "COMMIT" and turn_writes and not turn_writes & set(died):  # each write's first COMMIT
+            died.extend(turn_writes)
+            await cursor.connection.close()
+            raise psycopg.OperationalError("the connection is closed")
+
+    monkeypatch.setattr(asyncdb, "_run_isolated", run_isolated)
+    monkeypatch.setattr(asyncdb, "_queue", queue_then_die)
+    await turn(PostgresChatStore(), user.pk, "r1", timezone.now())
+    assert set(died) == {store._TURN_BEGIN_SQL, store._TURN_FINISH_SQL}
+    assert await messages_of(user.pk) == [("user", "q", "r1"), ("assistant", "a", "r1")]
+
+
+async def test_the_chat_turns_writes_sent_twice_store_once(user_key):
+    """What a resend does when the first COMMIT was made and only its answer lost: the same
+    statements with the same parameters again store nothing more and answer as the first time."""
+    from django.utils import timezone
+
+    from chat import store
+
+    user, _ = await user_key()
+    begin = {"owner": user.pk, "session": "s", "title": "q", "content": "q", "request_id": "r1", "at": timezone.now()}
+    first = await asyncdb.execute(store._TURN_BEGIN_SQL, begin)
+    assert await asyncdb.execute(store._TURN_BEGIN_SQL, begin) == first
+    finish = {
+        "session_pk": first[0][0], "content": "a", "status": "complete", "backend": "ollama", "model": "m",
+        "request_id": "r1", "ttft_ms": 1.0, "total_ms": 2.0, "at": timezone.now(), "title": "q",
+    }
+    assert await asyncdb.execute(store._TURN_FINISH_SQL, finish) == [(first[0][0],)]
+    assert await asyncdb.execute(store._TURN_FINISH_SQL, finish) == [(first[0][0],)]
+    await turn(store.PostgresChatStore(), user.pk, "r2", timezone.now())  # another request: stored
+    assert await messages_of(user.pk) == [
+        ("user", "q", "r1"), ("assistant", "a", "r1"), ("user", "q", "r2"), ("assistant", "a", "r2"),
+    ]
