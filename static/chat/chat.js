@@ -1,7 +1,8 @@
 // The chat page: wires the conversation list, the thread, the composer, the socket and voice.
 
 import { api } from "./api.js";
-import { ConversationList, UNTITLED, titleOf } from "./conversations.js";
+import { ConversationList, UNTITLED, titleFrom, titleOf } from "./conversations.js";
+import { Outbox, markNotSent } from "./outbox.js";
 import { ChatSocket } from "./socket.js";
 import { ReplyStream } from "./replies.js";
 import { historyMessage, userMessage } from "./thread.js";
@@ -34,7 +35,7 @@ const ui = {
   announcer: byId("announcer"),
 };
 
-const state = { sessionId: null, oldestOffset: 0, loadToken: 0 };
+const state = { sessionId: null, oldestOffset: 0, loadToken: 0, creating: null };
 
 const conversations = new ConversationList(byId("conversation-list"), byId("conversation-empty"), {
   onOpen: (sessionId) => openConversation(sessionId, { focusInput: true }),
@@ -63,9 +64,19 @@ const replies = new ReplyStream({
   voiceOn: () => ui.voice.checked,
   shownSession: () => state.sessionId,
   onBusy: (busy) => setBusy(busy),
-  onSettled: (reply) => afterReply(reply.sessionId, reply.firstMessage),
+  onSettled: (reply) => {
+    afterReply(reply.sessionId, reply.firstMessage);
+    outbox.pump();
+  },
   announce: (text) => announce(text),
   showNotice: (text) => showNotice(text),
+});
+
+const outbox = new Outbox({
+  canSend: () => socket.isOpen && !replies.inFlight,
+  send: ({ content, sessionId, firstMessage }) => replies.begin({ content, sessionId, firstMessage }),
+  onFailed: () => announce("A message could not be sent."),
+  boundMs: config.sendBoundMs || 20000,
 });
 
 // --- small page helpers -----------------------------------------------------------------
@@ -240,30 +251,55 @@ async function sendMessage(content) {
     showNotice(`A message can be at most ${config.maxMessageChars} characters.`);
     return;
   }
-  if (!socket.isOpen) {
-    showNotice("Not connected right now: your message is kept, send it again once the connection is back.");
-    return;
-  }
   hideNotice();
   if (ui.voice.checked) player.unlock(); // inside the key press or click: browsers allow audio then
-  if (!state.sessionId) {
-    try {
-      const session = await conversations.create();
-      state.sessionId = session.session_id;
-      conversations.setCurrent(session.session_id);
-      rememberConversation(session.session_id);
-    } catch (error) {
-      showNotice(`Could not start a conversation: ${error.message}`);
-      return;
-    }
-  }
+  // Shown at once, marked "sending…"; the outbox sends it as soon as the socket is open.
   const firstMessage = ui.messages.children.length === 0 ? content : null;
   ui.input.value = "";
   autosize();
   ui.emptyThread.hidden = true;
-  ui.messages.append(userMessage(content, { createdAt: new Date().toISOString() }));
-  replies.begin({ content, sessionId: state.sessionId, firstMessage });
+  const element = userMessage(content, { createdAt: new Date().toISOString() });
+  ui.messages.append(element);
   scrollToBottom();
+  const entry = { content, element, firstMessage, sessionId: state.sessionId };
+  if (!entry.sessionId) {
+    try {
+      entry.sessionId = await conversationForDraft(content);
+    } catch (error) {
+      showNotice(`Could not start a conversation: ${error.message}`);
+      markNotSent(element, () => {
+        element.remove();
+        ui.input.value = content;
+        autosize();
+        ui.input.focus();
+      });
+      return;
+    }
+  }
+  outbox.add(entry);
+}
+
+/** The conversation a draft's first message goes to: created once, titled by that message. */
+function conversationForDraft(content) {
+  if (!state.creating) {
+    const token = state.loadToken;
+    state.creating = conversations
+      .create({ title: titleFrom(content) })
+      .then((session) => {
+        if (token === state.loadToken) {
+          state.sessionId = session.session_id;
+          conversations.setCurrent(session.session_id);
+          rememberConversation(session.session_id);
+          ui.title.textContent = titleOf(session);
+          document.title = `${titleOf(session)} · EVA`;
+        }
+        return session.session_id;
+      })
+      .finally(() => {
+        state.creating = null;
+      });
+  }
+  return state.creating;
 }
 
 function handleFrame(frame) {
@@ -289,6 +325,7 @@ function handleSocketState({ state: socketState, delayMs }) {
   };
   ui.statusText.textContent = texts[socketState] || socketState;
   if (socketState === "waiting") replies.connectionLost();
+  if (socketState === "open") outbox.pump();
   if (socketState === "unauthenticated") {
     location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
@@ -359,5 +396,5 @@ async function boot() {
 }
 
 // Tests and curious people can look at the state; nothing on the page depends on this.
-window.eva = { socket, state, player, replies };
+window.eva = { socket, state, player, replies, outbox };
 boot();

@@ -11,6 +11,12 @@ function el(tag, className, text) {
   return node;
 }
 
+/** A new conversation's title: its first message on one line, at most 60 characters (as the server's). */
+export function titleFrom(content) {
+  const line = content.replace(/\s+/g, " ").trim();
+  return line.length <= 60 ? line : `${line.slice(0, 59)}…`;
+}
+
 export function titleOf(session) {
   return (session && session.title) || UNTITLED;
 }
@@ -36,8 +42,8 @@ export class ConversationList {
     return this.sessions.find((session) => session.session_id === sessionId) || null;
   }
 
-  async create() {
-    const session = await api("/sessions", { method: "POST", body: {} });
+  async create({ title = "" } = {}) {
+    const session = await api("/sessions", { method: "POST", body: { title } });
     this.sessions = [session, ...this.sessions.filter((s) => s.session_id !== session.session_id)];
     this.render();
     return session;
@@ -87,7 +93,7 @@ export class ConversationList {
     const open = el("button", "conversation-open");
     open.type = "button";
     open.append(el("span", "conversation-title", title));
-    if (session.message_count !== undefined) {
+    if (session.message_count) {
       const count = el("span", "conversation-count", `${session.message_count}`);
       count.setAttribute("aria-label", `${session.message_count} messages`);
       open.append(count);

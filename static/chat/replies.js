@@ -27,7 +27,8 @@ export class ReplyStream {
 
   begin({ content, sessionId, firstMessage = null }) {
     const message = new AssistantMessage();
-    this.thread.append(message.element);
+    // A queued message of a conversation left meanwhile still goes; its reply is shown there.
+    if (sessionId === this.shownSession()) this.thread.append(message.element);
     const reply = { message, content, firstMessage, sessionId, cancelTimer: null };
     this.current = reply;
     this.pendingAudio = null;
