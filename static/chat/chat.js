@@ -1,11 +1,12 @@
 // The chat page: wires the conversation list, the thread, the composer, the socket and voice.
 
+import { startEditing, updateLastActions } from "./actions.js";
 import { api } from "./api.js";
 import { ConversationList, UNTITLED, titleFrom, titleOf } from "./conversations.js";
 import { Outbox, markNotSent } from "./outbox.js";
 import { ChatSocket } from "./socket.js";
 import { ReplyStream } from "./replies.js";
-import { historyMessage, userMessage } from "./thread.js";
+import { historyMessage, threadHooks, userMessage } from "./thread.js";
 import { VoicePlayer } from "./voice.js";
 
 const PAGE_SIZE = 50;
@@ -67,6 +68,7 @@ const replies = new ReplyStream({
   onSettled: (reply) => {
     afterReply(reply.sessionId, reply.firstMessage);
     outbox.pump();
+    updateActions();
   },
   announce: (text) => announce(text),
   showNotice: (text) => showNotice(text),
@@ -74,12 +76,15 @@ const replies = new ReplyStream({
 
 const outbox = new Outbox({
   canSend: () => socket.isOpen && !replies.inFlight,
-  send: ({ content, sessionId, firstMessage }) => replies.begin({ content, sessionId, firstMessage }),
+  send: ({ content, sessionId, firstMessage, element }) =>
+    replies.begin({ content, sessionId, firstMessage, userElement: element }),
   onFailed: () => announce("A message could not be sent."),
   boundMs: config.sendBoundMs || 20000,
 });
 
 // --- small page helpers -----------------------------------------------------------------
+
+threadHooks.announce = (text) => announce(text);
 
 function announce(text) {
   ui.announcer.textContent = "";
@@ -110,6 +115,7 @@ function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
+  updateActions();
   // A clicked Stop button is now hidden: keep keyboard focus in the message box, not lost on <body>.
   const lost = document.activeElement === document.body || ui.stop.contains(document.activeElement);
   if (wasBusy && !busy && lost) ui.input.focus();
@@ -193,6 +199,7 @@ async function openConversation(sessionId, { focusInput = false } = {}) {
     ui.messages.replaceChildren(...page.items.map(historyMessage));
     ui.emptyThread.hidden = page.items.length > 0;
     ui.loadEarlier.hidden = state.oldestOffset === 0;
+    updateActions();
     scrollToBottom();
   } catch (error) {
     if (token !== state.loadToken) return;
@@ -244,7 +251,7 @@ async function afterReply(sessionId, firstMessage) {
 
 // --- sending ----------------------------------------------------------------------------
 
-async function sendMessage(content) {
+async function sendMessage(content, { fromInput = true } = {}) {
   content = content.trim();
   if (!content || replies.inFlight) return;
   if (content.length > config.maxMessageChars) {
@@ -255,8 +262,10 @@ async function sendMessage(content) {
   if (ui.voice.checked) player.unlock(); // inside the key press or click: browsers allow audio then
   // Shown at once, marked "sending…"; the outbox sends it as soon as the socket is open.
   const firstMessage = ui.messages.children.length === 0 ? content : null;
-  ui.input.value = "";
-  autosize();
+  if (fromInput) {
+    ui.input.value = "";
+    autosize();
+  }
   ui.emptyThread.hidden = true;
   const element = userMessage(content, { createdAt: new Date().toISOString() });
   ui.messages.append(element);
@@ -277,6 +286,58 @@ async function sendMessage(content) {
     }
   }
   outbox.add(entry);
+  updateActions();
+}
+
+// --- message actions: regenerate the last reply, edit the last message ----------------------
+
+function updateActions() {
+  updateLastActions(ui.messages, {
+    enabled: !replies.inFlight && outbox.size === 0 && Boolean(state.sessionId),
+    onRegenerate: (reply, user) => takeBack(user, reply, null),
+    onEdit: (user) => {
+      startEditing(user, user.dataset.content || "", {
+        onSubmit: (text) => takeBack(user, null, text),
+        onCancel: () => user.querySelector(".edit-message")?.focus(),
+      });
+    },
+  });
+}
+
+/**
+ * Regenerate (`edited` null) or edit-and-resend: the server marks the exchange superseded
+ * (kept, no longer shown nor sent to the model), the page drops it, and the message goes again.
+ */
+async function takeBack(user, reply, edited) {
+  if (replies.inFlight || !state.sessionId || !user) return;
+  const sessionId = state.sessionId;
+  const requestId = user.dataset.requestId || (reply && reply.dataset.requestId) || null;
+  let content = user.dataset.content || "";
+  if (requestId) {
+    // Without a request id nothing of this exchange reached the server (refused before it began).
+    try {
+      const taken = await api(`/sessions/${encodeURIComponent(sessionId)}/rewind`, {
+        method: "POST",
+        body: { request_id: requestId },
+      });
+      content = taken.content;
+    } catch (error) {
+      if (error.code !== "message_not_found") {
+        showNotice(`Could not ${edited === null ? "regenerate" : "edit"}: ${error.message}`);
+        return;
+      }
+    }
+  }
+  if (sessionId !== state.sessionId) return;
+  // The exchange and anything after it leave the screen.
+  let node = user;
+  while (node) {
+    const next = node.nextElementSibling;
+    node.remove();
+    node = next;
+  }
+  announce(edited === null ? "Regenerating the reply." : "Sending the edited message.");
+  await sendMessage(edited === null ? content : edited, { fromInput: false });
 }
 
 /** The conversation a draft's first message goes to: created once, titled by that message. */

@@ -25,11 +25,11 @@ export class ReplyStream {
     return this.current !== null;
   }
 
-  begin({ content, sessionId, firstMessage = null }) {
+  begin({ content, sessionId, firstMessage = null, userElement = null }) {
     const message = new AssistantMessage();
     // A queued message of a conversation left meanwhile still goes; its reply is shown there.
     if (sessionId === this.shownSession()) this.thread.append(message.element);
-    const reply = { message, content, firstMessage, sessionId, cancelTimer: null };
+    const reply = { message, content, firstMessage, sessionId, userElement, cancelTimer: null };
     this.current = reply;
     this.pendingAudio = null;
     this.onBusy(true);
@@ -60,6 +60,7 @@ export class ReplyStream {
       case "start":
         if (!reply) return;
         reply.requestId = frame.request_id;
+        if (reply.userElement && frame.request_id) reply.userElement.dataset.requestId = frame.request_id;
         reply.started = { backend: frame.backend, model: frame.model };
         reply.message.start(frame);
         break;
@@ -97,6 +98,7 @@ export class ReplyStream {
       return;
     }
     if (this.isFor(reply, frame)) {
+      if (reply.userElement && frame.request_id) reply.userElement.dataset.requestId = frame.request_id;
       this.fail(reply, frame);
       this.announce(`Error: ${frame.message}`);
     } else {
@@ -139,6 +141,8 @@ export class ReplyStream {
     }
     if (reply.sessionId !== this.shownSession()) return;
     reply.message.element.remove();
-    this.begin({ content: reply.content, sessionId: reply.sessionId, firstMessage: reply.firstMessage });
+    this.begin({
+      content: reply.content, sessionId: reply.sessionId, firstMessage: reply.firstMessage, userElement: reply.userElement,
+    });
   }
 }
