@@ -34,6 +34,13 @@ const ui = {
   stop: byId("stop-button"),
   voice: byId("voice-toggle"),
   announcer: byId("announcer"),
+  search: byId("search-input"),
+  searchForm: byId("conversation-search"),
+  searchStatus: byId("search-status"),
+  searchMore: byId("search-more"),
+  exportLinks: byId("export-links"),
+  exportMarkdown: byId("export-markdown"),
+  exportJson: byId("export-json"),
 };
 
 const state = { sessionId: null, oldestOffset: 0, loadToken: 0, creating: null };
@@ -147,7 +154,43 @@ function setSidebarOpen(open, { focus = false } = {}) {
   }
 }
 
+function showExportLinks(sessionId) {
+  ui.exportLinks.hidden = !sessionId;
+  if (!sessionId) return;
+  const base = `/api/v1/sessions/${encodeURIComponent(sessionId)}/export`;
+  ui.exportMarkdown.href = `${base}?format=markdown`;
+  ui.exportJson.href = `${base}?format=json`;
+  ui.exportMarkdown.setAttribute("aria-label", "Export this conversation as Markdown");
+  ui.exportJson.setAttribute("aria-label", "Export this conversation as JSON");
+}
+
+// --- search (server-side: titles and messages) ------------------------------------------------
+
+const SEARCH_DELAY_MS = 250;
+let searchTimer = null;
+let searchToken = 0;
+
+async function runSearch({ more = false } = {}) {
+  const query = ui.search.value.trim();
+  const token = ++searchToken;
+  if (!query) {
+    conversations.clearSearch();
+    ui.searchStatus.textContent = "";
+    ui.searchMore.hidden = true;
+    return;
+  }
+  try {
+    const { shown, count } = await conversations.search(query, { more });
+    if (token !== searchToken) return;
+    ui.searchStatus.textContent = count === 0 ? "No conversation matches." : count === 1 ? "1 conversation matches." : `${count} conversations match.`;
+    ui.searchMore.hidden = shown >= count;
+  } catch (error) {
+    if (token === searchToken) ui.searchStatus.textContent = `Search failed: ${error.message}`;
+  }
+}
+
 function rememberConversation(sessionId) {
+  showExportLinks(sessionId);
   const url = new URL(location.href);
   if (sessionId) url.searchParams.set("c", sessionId);
   else url.searchParams.delete("c");
@@ -415,6 +458,24 @@ ui.newButton.addEventListener("click", () => {
   ui.input.focus();
 });
 ui.loadEarlier.addEventListener("click", loadEarlier);
+ui.search.addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => runSearch(), SEARCH_DELAY_MS);
+});
+ui.searchForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(searchTimer);
+  runSearch();
+});
+ui.search.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.search.value) {
+    event.preventDefault();
+    event.stopPropagation();
+    ui.search.value = "";
+    runSearch();
+  }
+});
+ui.searchMore.addEventListener("click", () => runSearch({ more: true }));
 ui.reconnect.addEventListener("click", () => socket.reconnectNow());
 byId("page-notice-close").addEventListener("click", () => {
   hideNotice();

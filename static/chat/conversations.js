@@ -30,6 +30,23 @@ export class ConversationList {
     this.onError = onError;
     this.sessions = [];
     this.currentId = null;
+    this.results = null; // a search's matches (shown instead of the whole list), or null
+  }
+
+  /** Search titles and messages on the server; `more` appends the next page. */
+  async search(query, { more = false, pageSize = 20 } = {}) {
+    const offset = more && this.results ? this.results.length : 0;
+    const params = new URLSearchParams({ q: query, limit: String(pageSize), offset: String(offset) });
+    const page = await api(`/search/sessions?${params}`);
+    this.results = more && this.results ? [...this.results, ...page.items] : page.items;
+    this.resultCount = page.count;
+    this.render();
+    return { shown: this.results.length, count: page.count };
+  }
+
+  clearSearch() {
+    this.results = null;
+    this.render();
   }
 
   async refresh() {
@@ -59,6 +76,7 @@ export class ConversationList {
   async remove(sessionId) {
     await api(`/sessions/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
     this.sessions = this.sessions.filter((s) => s.session_id !== sessionId);
+    if (this.results) this.results = this.results.filter((s) => s.session_id !== sessionId);
     this.render();
     this.onDeleted(sessionId);
   }
@@ -75,8 +93,9 @@ export class ConversationList {
   render() {
     const focusedId = document.activeElement && document.activeElement.closest(".conversation")?.dataset.sessionId;
     const focusedClass = document.activeElement && document.activeElement.className;
-    this.list.replaceChildren(...this.sessions.map((session) => this.item(session)));
-    this.empty.hidden = this.sessions.length > 0;
+    const shown = this.results || this.sessions;
+    this.list.replaceChildren(...shown.map((session) => this.item(session)));
+    this.empty.hidden = this.results !== null || this.sessions.length > 0;
     this.setCurrent(this.currentId);
     // Re-rendering must not throw keyboard focus back to the top of the page.
     if (focusedId) {
@@ -98,6 +117,7 @@ export class ConversationList {
       count.setAttribute("aria-label", `${session.message_count} messages`);
       open.append(count);
     }
+    if (session.excerpt) open.append(el("span", "conversation-excerpt", session.excerpt));
     open.addEventListener("click", () => this.onOpen(session.session_id));
     const rename = el("button", "icon-button conversation-rename");
     rename.type = "button";

@@ -4,7 +4,9 @@ reload, message actions, search and export, against the live server and the Olla
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
@@ -225,4 +227,46 @@ async def test_edit_the_last_message_and_resend(page, logged_in, ollama_behaviou
     await expect(page.locator(".message-user .message-text")).to_have_text(
         ["Capital of Australia?", "Population of Sydney?"]
     )
+    assert page.js_errors == []
+
+
+# --- 4. conversations: search, export (rename and delete: test_chat_page.py) -----------------------
+async def test_search_finds_conversations_by_title_and_content_and_export_downloads(page, logged_in, ollama_behaviour):
+    await logged_in("alice")
+    await open_chat(page)
+    ollama_behaviour.reply_tokens = ["Lisbon", " in", " May."]
+    await send_and_wait(page, "Where to travel?")
+    await page.get_by_role("button", name="New chat").click()
+    ollama_behaviour.reply_tokens = ["Use", " open()."]
+    await send_and_wait(page, "Read a file in Python")
+    conversations = page.locator("#conversation-list .conversation-open")
+    await expect(conversations).to_have_count(2)
+
+    search = page.get_by_role("searchbox", name="Search conversations")
+    await search.fill("lisbon")  # only in a reply's text
+    await expect(conversations).to_have_count(1)
+    await expect(conversations.first.locator(".conversation-title")).to_have_text("Where to travel?")
+    await expect(conversations.first.locator(".conversation-excerpt")).to_contain_text("Lisbon in May.")
+    await expect(page.locator("#search-status")).to_have_text("1 conversation matches.")
+    await search.fill("PYTHON")  # in a title, any case
+    await expect(conversations.locator(".conversation-title")).to_have_text(["Read a file in Python"])
+    await search.fill("nowhere")
+    await expect(conversations).to_have_count(0)
+    await expect(page.locator("#search-status")).to_have_text("No conversation matches.")
+    await search.press("Escape")
+    await expect(conversations).to_have_count(2)
+
+    await conversations.filter(has_text="Where to travel?").click()
+    await expect(page.locator("#conversation-title")).to_have_text("Where to travel?")
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Export this conversation as Markdown").click()
+    download = await download_info.value
+    assert download.suggested_filename == "Where-to-travel.md"
+    text = await asyncio.to_thread(Path(await download.path()).read_text)
+    assert text.startswith("# Where to travel?") and "Lisbon in May." in text and "Read a file" not in text
+    async with page.expect_download() as download_info:
+        await page.get_by_role("link", name="Export this conversation as JSON").click()
+    download = await download_info.value
+    exported = json.loads(await asyncio.to_thread(Path(await download.path()).read_text))
+    assert [m["content"] for m in exported["messages"]] == ["Where to travel?", "Lisbon in May."]
     assert page.js_errors == []
