@@ -94,7 +94,19 @@ export class ConversationList {
     const focusedId = document.activeElement && document.activeElement.closest(".conversation")?.dataset.sessionId;
     const focusedClass = document.activeElement && document.activeElement.className;
     const shown = this.results || this.sessions;
+    const renaming = this.renaming;
+    const hadFocus = renaming && renaming.form.contains(document.activeElement);
     this.list.replaceChildren(...shown.map((session) => this.item(session)));
+    if (renaming) {
+      // A refresh (a reply just ended) must not throw away a rename being typed.
+      const item = this.list.querySelector(`[data-session-id="${CSS.escape(renaming.sessionId)}"]`);
+      if (item) {
+        item.replaceChildren(renaming.form);
+        if (hadFocus) renaming.form.querySelector("input").focus();
+      } else {
+        this.renaming = null;
+      }
+    }
     this.empty.hidden = this.results !== null || this.sessions.length > 0;
     this.setCurrent(this.currentId);
     // Re-rendering must not throw keyboard focus back to the top of the page.
@@ -158,11 +170,14 @@ export class ConversationList {
     cancel.type = "button";
     form.append(label, input, save, cancel);
     const restore = () => {
+      this.renaming = null;
+      const host = form.parentElement;
       form.replaceWith(...saved);
-      item.querySelector(".conversation-rename").focus();
+      host?.querySelector(".conversation-rename")?.focus();
     };
     const saved = [...item.childNodes];
     item.replaceChildren(form);
+    this.renaming = { sessionId: session.session_id, form };
     input.focus();
     input.select();
     cancel.addEventListener("click", restore);
@@ -176,6 +191,7 @@ export class ConversationList {
       event.preventDefault();
       const title = input.value.trim();
       try {
+        this.renaming = null;
         await this.rename(session.session_id, title);
         this.list.querySelector(`[data-session-id="${CSS.escape(session.session_id)}"] .conversation-open`)?.focus();
       } catch (error) {

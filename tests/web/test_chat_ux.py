@@ -42,6 +42,7 @@ async def open_chat_connecting(page):
 
 # --- 1. nothing typed is lost ---------------------------------------------------------------
 async def test_enter_pressed_before_the_socket_is_open_gets_its_reply(page, logged_in, ollama_behaviour, web_ollama):
+    asked_before = len(web_ollama.chat_requests())
     held = HeldSocket()
     await page.route_web_socket(WS_URL, held.handler)
     await logged_in("alice")
@@ -63,7 +64,7 @@ async def test_enter_pressed_before_the_socket_is_open_gets_its_reply(page, logg
     await expect(replies.nth(1).locator(".message-body")).to_have_text("Echo: Et ensuite ?")
     await expect(users.first).to_have_attribute("data-send-state", "sent")
     # In order, each exactly once.
-    asked = [request.body["messages"][-1]["content"] for request in web_ollama.chat_requests()]
+    asked = [request.body["messages"][-1]["content"] for request in web_ollama.chat_requests()[asked_before:]]
     assert asked == ["Bonjour EVA", "Et ensuite ?"]
     assert page.js_errors == []
 
@@ -270,3 +271,37 @@ async def test_search_finds_conversations_by_title_and_content_and_export_downlo
     exported = json.loads(await asyncio.to_thread(Path(await download.path()).read_text))
     assert [m["content"] for m in exported["messages"]] == ["Where to travel?", "Lisbon in May."]
     assert page.js_errors == []
+
+
+# --- 6. keyboard alone ----------------------------------------------------------------------------
+async def tab_to(page, name: str, limit: int = 40) -> None:
+    """Press Tab until the focused element's accessible name is `name` (at most `limit` times)."""
+    for _ in range(limit):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate(
+            "document.activeElement.getAttribute('aria-label') || document.activeElement.textContent"
+        )
+        if focused.strip() == name:
+            return
+    raise AssertionError(f"Tab never reached {name!r}")
+
+
+async def test_message_actions_work_from_the_keyboard_alone(page, browser_context, logged_in, ollama_behaviour):
+    await browser_context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await logged_in("alice")
+    await open_chat(page)
+    await send_and_wait(page, "Hello there")
+    await page.get_by_role("searchbox", name="Search conversations").focus()
+    await tab_to(page, "Copy message")
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("navigator.clipboard.readText()") == "Hello there"
+    await tab_to(page, "Edit message")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Edit your message")).to_be_focused()
+    await page.keyboard.press("Escape")  # gives up: focus back on Edit
+    await expect(page.get_by_role("button", name="Edit message")).to_be_focused()
+    await tab_to(page, "Regenerate reply")
+    ollama_behaviour.reply_tokens = ["Again"]
+    await page.keyboard.press("Enter")
+    await expect(last_reply(page).locator(".message-body")).to_have_text("Again")
+    await expect(page.locator(".message-assistant")).to_have_count(1)
