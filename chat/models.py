@@ -54,7 +54,13 @@ class ChatMessage(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["session", "created_at"])]
+        indexes = [
+            models.Index(fields=["session", "created_at"]),
+            # A reply finds its user message (to inherit superseded_at, chat.store's turn_finish).
+            models.Index(
+                fields=["session", "request_id"], condition=models.Q(role="user"), name="chat_message_asked_19"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

@@ -1,4 +1,5 @@
-"""Issue #19: how a reply ended (done_reason), superseded exchanges (regenerate, edit), and the
+"""Issue #19: how a reply ended (done_reason), superseded exchanges (regenerate, edit; a partial
+index on the user messages' (session, request_id) lets a reply find its message), and the
 indexes of conversation search.
 
 Search matches titles and message text case-insensitively (Django's icontains:
@@ -51,6 +52,12 @@ class Migration(migrations.Migration):
             model_name="chatmessage",
             name="superseded_at",
             field=models.DateTimeField(blank=True, null=True),
+        ),
+        migrations.AddIndex(
+            model_name="chatmessage",
+            index=models.Index(
+                condition=models.Q(("role", "user")), fields=["session", "request_id"], name="chat_message_asked_19"
+            ),
         ),
         migrations.RunPython(trigram_indexes_create, trigram_indexes_drop, elidable=False),
     ]
