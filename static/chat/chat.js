@@ -79,6 +79,9 @@ const replies = new ReplyStream({
   },
   announce: (text) => announce(text),
   showNotice: (text) => showNotice(text),
+  // Retry a failed reply as a regenerate: the failed exchange is kept on the server, superseded,
+  // and the message goes again (queued if the socket is not open).
+  onRetry: (reply) => takeBack(reply.userElement, reply.message.element, null),
 });
 
 const outbox = new Outbox({

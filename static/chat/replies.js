@@ -15,8 +15,10 @@ export class ReplyStream {
    * shownSession(): the conversation on screen; onBusy(busy), onSettled(reply),
    * announce(text), showNotice(text): the page's reactions.
    */
-  constructor({ socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice }) {
+  constructor({ socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice, onRetry }) {
     Object.assign(this, { socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice });
+    // Retry through the page (onRetry(reply)): it takes the failed exchange back on the server first.
+    this.onRetry = onRetry || null;
     this.current = null;
     this.pendingAudio = null;
   }
@@ -132,6 +134,10 @@ export class ReplyStream {
   retry(reply) {
     if (this.current) {
       this.showNotice("Wait for the current reply to finish, or stop it, before retrying.");
+      return;
+    }
+    if (this.onRetry && reply.userElement) {
+      if (reply.sessionId === this.shownSession()) this.onRetry(reply);
       return;
     }
     if (!this.socket.isOpen) {

@@ -305,3 +305,17 @@ async def test_message_actions_work_from_the_keyboard_alone(page, browser_contex
     await page.keyboard.press("Enter")
     await expect(last_reply(page).locator(".message-body")).to_have_text("Again")
     await expect(page.locator(".message-assistant")).to_have_count(1)
+
+
+async def test_retry_of_a_failed_reply_leaves_one_exchange_after_a_reload(page, logged_in, ollama_behaviour):
+    await logged_in("alice")
+    await open_chat(page)
+    ollama_behaviour.mode = "busy"
+    await send(page, "Are you up?")
+    await expect(last_reply(page)).to_have_attribute("data-error-code", "no_backend")
+    ollama_behaviour.mode = "ok"
+    await last_reply(page).get_by_role("button", name="Retry").click()
+    await expect(last_reply(page).locator(".message-body")).to_have_text("Echo: Are you up?")
+    await open_chat(page, page.url)
+    await expect(page.locator(".message-user .message-text")).to_have_text(["Are you up?"])
+    await expect(page.locator(".message-assistant .message-body")).to_have_text(["Echo: Are you up?"])
