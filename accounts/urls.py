@@ -11,4 +11,5 @@ urlpatterns = [
     # Always routed, so that turning SIGNUP_ENABLED on or off needs no URL reload; the view
     # answers 404 while sign-up is off.
     path("signup/", views.signup, name="signup"),
+    path("favicon.ico", views.favicon, name="favicon"),
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import aclosing
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Query, Router, Schema, Status
@@ -21,11 +21,26 @@ from accounts.auth import auth_for, request_principal
 from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.errors import EvaError
 from accounts.models import Scope
-from accounts.validation import MAX_QUERY_INT
+from accounts.validation import MAX_QUERY_INT, text_validate
+from chat.export import export_dict, export_filename, export_markdown
 from chat.generation import ChatGeneration, ChatRequest
 from chat.models import ChatSession
-from chat.selectors import session_messages, session_of, sessions_of
-from chat.services import session_clear, session_create, session_delete, session_id_validate, session_rename
+from chat.selectors import (
+    first_match,
+    session_export_messages,
+    session_messages,
+    session_of,
+    sessions_of,
+    sessions_search,
+)
+from chat.services import (
+    exchange_supersede,
+    session_clear,
+    session_create,
+    session_delete,
+    session_id_validate,
+    session_rename,
+)
 
 router = Router(tags=["chat"], auth=auth_for(Scope.CHAT))
 
@@ -157,6 +172,12 @@ class MessageOut(Schema):
     model: str
     ttft_ms: float | None = Field(None, description="A reply's time to first token, as EVA measured it.")
     total_ms: float | None = Field(None, description="A reply's total time.")
+    done_reason: str = Field(
+        "",
+        description="How a reply ended: stop, length, cancelled (stopped by the person), or a failed reply's"
+        " error code (upstream_error, no_backend, internal_error); empty for user messages and older replies.",
+    )
+    request_id: str = Field("", description="The request a user message and its reply share.")
     created_at: datetime
 
 
@@ -178,7 +199,8 @@ def _session_out(session: ChatSession) -> dict[str, Any]:
         "title": session.title,
         "created_at": session.created_at,
         "updated_at": session.updated_at,
-        "message_count": getattr(session, "message_count", None) or session.messages.count(),
+        "message_count": getattr(session, "message_count", None)
+        or session.messages.filter(superseded_at__isnull=True).count(),
     }
 
 
@@ -252,6 +274,126 @@ def delete_session(request: HttpRequest, session_id: str) -> Status[None]:
 def clear_session(request: HttpRequest, session_id: str) -> Status[None]:
     session_clear(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
     return Status(204, None)
+
+
+# --- search, regenerate / edit, export (issue #19) ----------------------------------------
+class SessionMatchOut(SessionOut):
+    excerpt: str = Field("", description="Part of the newest message that matches, when the title does not.")
+
+
+class SessionSearchPage(Schema):
+    items: list[SessionMatchOut]
+    count: int
+    limit: int
+    offset: int
+
+
+class SearchParams(PageParams):
+    q: str = Field(..., min_length=1, max_length=200, description="Text to find in titles and messages, any case.")
+    limit: int = Field(20, ge=1, le=100)
+
+
+def _excerpt(text: str, query: str, width: int = 120) -> str:
+    at = text.lower().find(query.lower())
+    start = max(0, at - width // 3) if at >= 0 else 0
+    piece = " ".join(text[start : start + width].split())
+    return ("…" if start > 0 else "") + piece + ("…" if start + width < len(text) else "")
+
+
+@router.get(
+    "/search/sessions",
+    response={200: SessionSearchPage, **error_responses(*AUTH_ERRORS, 422)},
+    summary="Search my conversations by title and message text (any case), most recent first",
+)
+def search_sessions(request: HttpRequest, params: Query[SearchParams]) -> dict[str, Any]:
+    query = text_validate(params.q.strip(), field="The search")
+    if not query:
+        return {"items": [], "count": 0, "limit": params.limit, "offset": params.offset}
+    found = sessions_search(owner_id=request_principal(request).user_id, query=query)
+    items = []
+    for session in found[params.offset : params.offset + params.limit]:
+        item = _session_out(session)
+        match = None if query.lower() in session.title.lower() else first_match(session=session, query=query)
+        item["excerpt"] = _excerpt(match.content, query) if match is not None else ""
+        items.append(item)
+    return {"items": items, "count": found.count(), "limit": params.limit, "offset": params.offset}
+
+
+class RewindIn(Schema):
+    request_id: str | None = Field(
+        None, max_length=36, description="The exchange to take back (its user message's request id); the newest"
+        " one when absent.",
+    )
+
+
+class RewindOut(Schema):
+    content: str = Field(..., description="The user message taken back: send it again (regenerate) or edited.")
+    request_id: str
+
+
+@router.post(
+    "/sessions/{session_id}/rewind",
+    response={200: RewindOut, **SESSION_ERRORS, **error_responses(*BODY_ERRORS)},
+    summary="Take back an exchange to regenerate its reply or edit its message",
+    description=(
+        "Marks the user message (the one with `request_id`, else the newest) and every message after it as"
+        " superseded: they stay stored (GET .../export?include_superseded=true shows them) but are no longer"
+        " listed nor sent to the model. Then send the message again, as it was or edited. 404 with"
+        " `message_not_found` when there is no such message."
+    ),
+)
+def rewind_session(request: HttpRequest, session_id: str, payload: RewindIn) -> dict[str, Any]:
+    asked = exchange_supersede(
+        owner_id=request_principal(request).user_id, session_id=session_id, request_id=payload.request_id
+    )
+    return {"content": asked.content, "request_id": asked.request_id}
+
+
+class ExportMessageOut(MessageOut):
+    superseded_at: datetime | None = None
+
+
+class ExportOut(Schema):
+    session_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    exported_at: datetime
+    messages: list[ExportMessageOut]
+
+
+class ExportParams(Schema):
+    format: Literal["markdown", "json"] = Field("markdown", description="markdown (to read) or json (to keep).")
+    include_superseded: bool = Field(False, description="Also the regenerated replies and edited messages.")
+
+
+EXPORT_OPENAPI_EXTRA: dict[str, Any] = {
+    "responses": {
+        200: {
+            "description": "The conversation as a file (Content-Disposition: attachment)",
+            "content": {"text/markdown": {"schema": {"type": "string"}}},
+        }
+    }
+}
+
+
+@router.get(
+    "/sessions/{session_id}/export",
+    response={200: ExportOut, **SESSION_ERRORS},
+    summary="Export a conversation as Markdown or JSON",
+    openapi_extra=EXPORT_OPENAPI_EXTRA,
+)
+def export_session(
+    request: HttpRequest, session_id: str, params: Query[ExportParams], response: HttpResponse
+) -> Any:
+    session = session_of(owner_id=request_principal(request).user_id, session_id=session_id_validate(session_id))
+    messages = session_export_messages(session=session, include_superseded=params.include_superseded)
+    if params.format == "markdown":
+        file = HttpResponse(export_markdown(session, messages), content_type="text/markdown; charset=utf-8")
+        file["Content-Disposition"] = f'attachment; filename="{export_filename(session, "md")}"'
+        return file
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(session, "json")}"'
+    return export_dict(session, messages)
 
 
 # --- EVA's earlier FastAPI clients: POST /chat with the same body, API key only ------------

@@ -182,6 +182,13 @@ class ChatGeneration:
             except NoBackendAvailable as exc:
                 await self._user_stored
                 self.finished = True
+                self.total_ms = self._elapsed_ms()
+                # Stored as a failed reply, so that a reload still shows it failed (and why); the
+                # client is told no_backend even if that write fails (the conversation deleted).
+                try:
+                    await self._store_reply(status=ChatMessage.Status.ERROR, done_reason=exc.code)
+                except Exception:
+                    logger.warning("a failed reply could not be stored", exc_info=True)
                 self._record(status=Status.ERROR, error_code=exc.code)
                 raise EvaError(exc.message, code=exc.code, status=503) from None
             assert isinstance(start, StreamStart)
@@ -211,7 +218,7 @@ class ChatGeneration:
                 status = ChatMessage.Status.PARTIAL if self.parts else ChatMessage.Status.ERROR
                 self.total_ms = self._elapsed_ms()
                 self.finished = True
-                await self._store_reply(status=status)
+                await self._store_reply(status=status, done_reason="upstream_error")
                 self._record(status=Status.ERROR, error_code="upstream_error")
                 yield {
                     "type": "error",
@@ -225,7 +232,9 @@ class ChatGeneration:
                 await self.speech.finish()
             self.total_ms = self._elapsed_ms()
             self.finished = True
-            await self._store_reply(status=ChatMessage.Status.COMPLETE)
+            await self._store_reply(
+                status=ChatMessage.Status.COMPLETE, done_reason=self.done.done_reason if self.done else "stop"
+            )
             self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
         except Exception:
@@ -241,7 +250,7 @@ class ChatGeneration:
                     self.speech.cancel()
                 self._record(status=Status.CANCELLED, error_code=self.stop_code)
                 if self.parts:
-                    _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
+                    _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL, done_reason="cancelled"))
             if stream is not None:
                 await stream.aclose()  # and with it the upstream request
             if self._user_stored is not None and not self.parts:
@@ -255,7 +264,7 @@ class ChatGeneration:
         if self.total_ms is None:
             self.total_ms = self._elapsed_ms()
         if self.parts and not self._reply_write_started and self._user_stored is not None:
-            _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL))
+            _in_background(self._store_reply(status=ChatMessage.Status.PARTIAL, done_reason="internal_error"))
         self.finished = True
         if not self._recorded:
             self._record(status=Status.ERROR, error_code="internal_error")
@@ -267,7 +276,7 @@ class ChatGeneration:
         history = await history_read
         return self.provider.stream(llm_messages(history=history, content=self.request.content))
 
-    async def _store_reply(self, *, status: str) -> None:
+    async def _store_reply(self, *, status: str, done_reason: str = "") -> None:
         assert self._user_stored is not None
         self._reply_write_started = True
         await chat_store().turn_finish(
@@ -280,6 +289,7 @@ class ChatGeneration:
             ttft_ms=self.ttft_ms,
             total_ms=self.total_ms,
             title=title_from(self.request.content),
+            done_reason=done_reason,
         )
 
     def _record(self, *, status: str, error_code: str = "") -> None:

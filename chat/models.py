@@ -44,11 +44,23 @@ class ChatMessage(models.Model):
     # A reply's timings as EVA measured them (also in its RequestMetric), shown with the history.
     ttft_ms = models.FloatField(null=True, blank=True)
     total_ms = models.FloatField(null=True, blank=True)
+    # How a reply ended, so that a reload shows what the person saw: the end frame's done_reason
+    # (stop, length, cancelled: "Stopped") or a failed reply's error code (upstream_error, ...).
+    done_reason = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # Set when the person regenerated the reply or edited their message (chat.services.
+    # exchange_supersede): the exchange is kept, but no longer shown nor sent to the model.
+    superseded_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]
-        indexes = [models.Index(fields=["session", "created_at"])]
+        indexes = [
+            models.Index(fields=["session", "created_at"]),
+            # A reply finds its user message (to inherit superseded_at, chat.store's turn_finish).
+            models.Index(
+                fields=["session", "request_id"], condition=models.Q(role="user"), name="chat_message_asked_19"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"

@@ -8,10 +8,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
-from accounts.errors import InvalidInput
+from accounts.errors import InvalidInput, NotFound
 from accounts.validation import text_validate
 from chat.models import ChatMessage, ChatSession
 from chat.selectors import session_of
@@ -96,10 +96,20 @@ def chat_turn_finish(
     ttft_ms: float | None = None,
     total_ms: float | None = None,
     title: str = "",
+    done_reason: str = "",
 ) -> ChatMessage:
     """Store the assistant's reply (complete, partial or error); a conversation still untitled
-    (created through the API without one) takes `title`, made from its first exchange's message."""
+    (created through the API without one) takes `title`, made from its first exchange's message.
+    The reply takes its user message's superseded_at (chat.store's SQL does the same)."""
     now = timezone.now()
+    asked = (
+        ChatMessage.objects.filter(session_id=session_pk, request_id=request_id, role=ChatMessage.Role.USER)
+        .order_by("-created_at")
+        .values_list("superseded_at", flat=True)
+        .first()
+        if request_id
+        else None
+    )
     message = ChatMessage.objects.create(
         session_id=session_pk,
         role=ChatMessage.Role.ASSISTANT,
@@ -110,6 +120,8 @@ def chat_turn_finish(
         request_id=request_id,
         ttft_ms=ttft_ms,
         total_ms=total_ms,
+        done_reason=done_reason,
+        superseded_at=asked,
         created_at=now,
     )
     ChatSession.objects.filter(pk=session_pk).update(
@@ -155,3 +167,22 @@ def session_clear(*, owner_id: int, session_id: str) -> int:
     return deleted
 
 
+def exchange_supersede(*, owner_id: int, session_id: str, request_id: str | None = None) -> ChatMessage:
+    """Regenerate or edit: supersede a user message and everything after it in its conversation
+    (its reply included); they stay stored, marked superseded_at, but are no longer listed nor
+    sent to the model. The message is the one asked with `request_id`, or the newest one.
+    Returns that user message (its content is what the client asks again, or edits)."""
+    session = session_of(owner_id=owner_id, session_id=session_id_validate(session_id))
+    live = ChatMessage.objects.filter(session=session, superseded_at__isnull=True)
+    asked_for = live.filter(role=ChatMessage.Role.USER)
+    if request_id:
+        asked_for = asked_for.filter(request_id=request_id)
+    asked = asked_for.order_by("-created_at", "-id").first()
+    if asked is None:
+        raise NotFound("No such message to regenerate or edit in this conversation.", code="message_not_found")
+    later = Q(created_at__gt=asked.created_at) | Q(created_at=asked.created_at, id__gte=asked.pk)
+    if asked.request_id:
+        later |= Q(request_id=asked.request_id)
+    live.filter(later).update(superseded_at=timezone.now())
+    asked.refresh_from_db(fields=["superseded_at"])
+    return asked

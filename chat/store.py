@@ -38,11 +38,13 @@ class ChatStore(Protocol):
 
     async def turn_finish(
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
-        ttft_ms: float | None, total_ms: float | None, title: str = "",
+        ttft_ms: float | None, total_ms: float | None, title: str = "", done_reason: str = "",
     ) -> None:
         """Store the assistant's reply and move the conversation's updated_at; name it `title`
-        if it has no title yet (created through the API without one). NotFound if the
-        conversation was deleted meanwhile."""
+        if it has no title yet (created through the API without one). `done_reason` says how it
+        ended (stop, length, cancelled, or a failed reply's error code). A reply whose message was
+        superseded meanwhile (regenerated or edited while it was written) is stored superseded
+        too. NotFound if the conversation was deleted meanwhile."""
 
 
 def storable(text: str) -> str:
@@ -76,12 +78,13 @@ class OrmChatStore:
 
     async def turn_finish(
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
-        ttft_ms: float | None, total_ms: float | None, title: str = "",
+        ttft_ms: float | None, total_ms: float | None, title: str = "", done_reason: str = "",
     ) -> None:
         try:
             await _thread(chat_turn_finish)(
                 session_pk=session_pk, content=storable(content), status=status, backend=backend, model=model,
                 request_id=request_id, ttft_ms=ttft_ms, total_ms=total_ms, title=storable(title),
+                done_reason=done_reason,
             )
         except IntegrityError:  # the reply's conversation is gone (its foreign key)
             raise _gone() from None
@@ -90,11 +93,13 @@ class OrmChatStore:
 _MESSAGE = ChatMessage._meta.db_table
 _SESSION = ChatSession._meta.db_table
 _MESSAGE_COLUMNS = "session_id, role, content, status, backend, model, request_id, ttft_ms, total_ms, created_at"
+_REPLY_COLUMNS = f"{_MESSAGE_COLUMNS}, done_reason, superseded_at"
 
-# Same rows as chat.selectors.session_history: no empty or failed messages, newest first.
+# Same rows as chat.selectors.session_history: no empty, failed or superseded messages, newest first.
 _HISTORY_SQL = f"""
 SELECT m.role, m.content FROM {_MESSAGE} m JOIN {_SESSION} s ON s.id = m.session_id
 WHERE s.owner_id = %(owner)s AND s.session_id = %(session)s AND m.content <> '' AND m.status <> 'error'
+  AND m.superseded_at IS NULL
 ORDER BY m.created_at DESC, m.id DESC LIMIT %(limit)s
 """
 
@@ -126,14 +131,19 @@ SELECT id FROM target
 """)
 
 # Stores the reply only if its conversation is still there (no foreign-key error to come back
-# from a conversation deleted while the reply streamed); no row back: it is gone.
+# from a conversation deleted while the reply streamed); no row back: it is gone. The reply
+# takes its user message's superseded_at (the newest message of the session with its request id).
 # Safe to send again (asyncdb.resend_safe, #16): a reply with this request_id already stored is
 # not stored twice.
 _TURN_FINISH_SQL = asyncdb.resend_safe(f"""
 WITH reply AS (
-    INSERT INTO {_MESSAGE} ({_MESSAGE_COLUMNS})
+    INSERT INTO {_MESSAGE} ({_REPLY_COLUMNS})
     SELECT %(session_pk)s, 'assistant', %(content)s, %(status)s, %(backend)s, %(model)s, %(request_id)s,
-           %(ttft_ms)s, %(total_ms)s, %(at)s
+           %(ttft_ms)s, %(total_ms)s, %(at)s, %(done_reason)s,
+           (SELECT u.superseded_at FROM {_MESSAGE} u
+            WHERE u.session_id = %(session_pk)s AND u.request_id = %(asked)s AND u.role = 'user'
+              AND u.request_id <> ''
+            ORDER BY u.created_at DESC LIMIT 1)
     WHERE EXISTS (SELECT 1 FROM {_SESSION} WHERE id = %(session_pk)s)
     AND NOT EXISTS (
         SELECT 1 FROM {_MESSAGE} m WHERE m.session_id = %(session_pk)s AND m.created_at = %(at)s
@@ -170,7 +180,7 @@ class PostgresChatStore:
 
     async def turn_finish(
         self, *, session_pk: int, content: str, status: str, backend: str, model: str, request_id: str,
-        ttft_ms: float | None, total_ms: float | None, title: str = "",
+        ttft_ms: float | None, total_ms: float | None, title: str = "", done_reason: str = "",
     ) -> None:
         from psycopg.errors import ForeignKeyViolation
 
@@ -180,7 +190,7 @@ class PostgresChatStore:
                 {
                     "session_pk": session_pk, "content": storable(content), "status": status, "backend": backend,
                     "model": model, "request_id": request_id, "ttft_ms": ttft_ms, "total_ms": total_ms,
-                    "at": timezone.now(), "title": storable(title),
+                    "at": timezone.now(), "title": storable(title), "done_reason": done_reason, "asked": request_id,
                 },
             )
         except ForeignKeyViolation:  # deleted between the statement's snapshot and its insert

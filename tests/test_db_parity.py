@@ -177,7 +177,7 @@ async def turn_begin(seen: Seen) -> None:
 
 async def turn_finish(seen: Seen) -> None:
     """The reply: stored with its timings, the conversation's updated_at moved, an untitled one named."""
-    from chat.models import ChatSession
+    from chat.models import ChatMessage, ChatSession
     from chat.store import chat_store
 
     store = chat_store()
@@ -218,6 +218,13 @@ async def turn_finish(seen: Seen) -> None:
     ]
     for name, session_pk, fields in cases:
         await seen.call(name, store.turn_finish(session_pk=session_pk, **{**reply, **fields}))
+    # How it ended (#19), and a reply whose message was taken back (regenerate/edit) while it streamed.
+    stopped = {"content": "À L", "status": "partial", "ttft_ms": 2.0, "total_ms": 9.5, "done_reason": "cancelled"}
+    await seen.call("stopped", store.turn_finish(session_pk=titled, **{**reply, **stopped}))
+    await store.turn_begin(owner_id=owner, session_id="titled", content="Et en juin ?", request_id="r", at=AT)
+    await orm(ChatMessage.objects.filter(request_id="r").update, superseded_at=AT)
+    late = {**reply, "request_id": "r", "content": "Late", "status": "complete", "ttft_ms": 1.0, "total_ms": 2.0}
+    await seen.call("reply to a superseded message", store.turn_finish(session_pk=titled, **late))
     seen.note("sessions", await sessions(seen))
     seen.note("messages", await messages(seen))
 
@@ -465,6 +472,9 @@ def test_the_scenarios_see_what_they_should(on_sqlite):
     assert {row["created_at"] for row in began["messages"]} == {"AT", "AT + 1 s"}
 
     assert finished["conversation deleted meanwhile"]["code"] == "not_found"
+    by_content = {row["content"]: row for row in finished["messages"]}
+    assert (by_content["À L"]["done_reason"], by_content["À L"]["superseded_at"]) == ("cancelled", None)
+    assert by_content["Late"]["superseded_at"] == by_content["Et en juin ?"]["superseded_at"] == "AT"
     assert [row["title"] for row in finished["sessions"]] == ["Où partir en mai ?", "Named by the reply"]
     assert [row["updated_at"] for row in finished["sessions"]] == ["now", "now"]
     assert ("assistant", "a\ufffdb", 0.1, 0.2) in {

@@ -1,10 +1,12 @@
 // The chat page: wires the conversation list, the thread, the composer, the socket and voice.
 
+import { startEditing, updateLastActions } from "./actions.js";
 import { api } from "./api.js";
-import { ConversationList, UNTITLED, titleOf } from "./conversations.js";
+import { ConversationList, UNTITLED, titleFrom, titleOf } from "./conversations.js";
+import { Outbox, markNotSent } from "./outbox.js";
 import { ChatSocket } from "./socket.js";
 import { ReplyStream } from "./replies.js";
-import { historyMessage, userMessage } from "./thread.js";
+import { historyMessage, threadHooks, userMessage } from "./thread.js";
 import { VoicePlayer } from "./voice.js";
 
 const PAGE_SIZE = 50;
@@ -32,9 +34,16 @@ const ui = {
   stop: byId("stop-button"),
   voice: byId("voice-toggle"),
   announcer: byId("announcer"),
+  search: byId("search-input"),
+  searchForm: byId("conversation-search"),
+  searchStatus: byId("search-status"),
+  searchMore: byId("search-more"),
+  exportLinks: byId("export-links"),
+  exportMarkdown: byId("export-markdown"),
+  exportJson: byId("export-json"),
 };
 
-const state = { sessionId: null, oldestOffset: 0, loadToken: 0 };
+const state = { sessionId: null, oldestOffset: 0, loadToken: 0, creating: null };
 
 const conversations = new ConversationList(byId("conversation-list"), byId("conversation-empty"), {
   onOpen: (sessionId) => openConversation(sessionId, { focusInput: true }),
@@ -63,12 +72,29 @@ const replies = new ReplyStream({
   voiceOn: () => ui.voice.checked,
   shownSession: () => state.sessionId,
   onBusy: (busy) => setBusy(busy),
-  onSettled: (reply) => afterReply(reply.sessionId, reply.firstMessage),
+  onSettled: (reply) => {
+    afterReply(reply.sessionId, reply.firstMessage);
+    outbox.pump();
+    updateActions();
+  },
   announce: (text) => announce(text),
   showNotice: (text) => showNotice(text),
+  // Retry a failed reply as a regenerate: the failed exchange is kept on the server, superseded,
+  // and the message goes again (queued if the socket is not open).
+  onRetry: (reply) => takeBack(reply.userElement, reply.message.element, null),
+});
+
+const outbox = new Outbox({
+  canSend: () => socket.isOpen && !replies.inFlight,
+  send: ({ content, sessionId, firstMessage, element }) =>
+    replies.begin({ content, sessionId, firstMessage, userElement: element }),
+  onFailed: () => announce("A message could not be sent."),
+  boundMs: config.sendBoundMs || 20000,
 });
 
 // --- small page helpers -----------------------------------------------------------------
+
+threadHooks.announce = (text) => announce(text);
 
 function announce(text) {
   ui.announcer.textContent = "";
@@ -99,6 +125,7 @@ function setBusy(busy) {
   ui.stop.hidden = !busy;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
+  updateActions();
   // A clicked Stop button is now hidden: keep keyboard focus in the message box, not lost on <body>.
   const lost = document.activeElement === document.body || ui.stop.contains(document.activeElement);
   if (wasBusy && !busy && lost) ui.input.focus();
@@ -130,7 +157,43 @@ function setSidebarOpen(open, { focus = false } = {}) {
   }
 }
 
+function showExportLinks(sessionId) {
+  ui.exportLinks.hidden = !sessionId;
+  if (!sessionId) return;
+  const base = `/api/v1/sessions/${encodeURIComponent(sessionId)}/export`;
+  ui.exportMarkdown.href = `${base}?format=markdown`;
+  ui.exportJson.href = `${base}?format=json`;
+  ui.exportMarkdown.setAttribute("aria-label", "Export this conversation as Markdown");
+  ui.exportJson.setAttribute("aria-label", "Export this conversation as JSON");
+}
+
+// --- search (server-side: titles and messages) ------------------------------------------------
+
+const SEARCH_DELAY_MS = 250;
+let searchTimer = null;
+let searchToken = 0;
+
+async function runSearch({ more = false } = {}) {
+  const query = ui.search.value.trim();
+  const token = ++searchToken;
+  if (!query) {
+    conversations.clearSearch();
+    ui.searchStatus.textContent = "";
+    ui.searchMore.hidden = true;
+    return;
+  }
+  try {
+    const { shown, count } = await conversations.search(query, { more });
+    if (token !== searchToken) return;
+    ui.searchStatus.textContent = count === 0 ? "No conversation matches." : count === 1 ? "1 conversation matches." : `${count} conversations match.`;
+    ui.searchMore.hidden = shown >= count;
+  } catch (error) {
+    if (token === searchToken) ui.searchStatus.textContent = `Search failed: ${error.message}`;
+  }
+}
+
 function rememberConversation(sessionId) {
+  showExportLinks(sessionId);
   const url = new URL(location.href);
   if (sessionId) url.searchParams.set("c", sessionId);
   else url.searchParams.delete("c");
@@ -182,6 +245,7 @@ async function openConversation(sessionId, { focusInput = false } = {}) {
     ui.messages.replaceChildren(...page.items.map(historyMessage));
     ui.emptyThread.hidden = page.items.length > 0;
     ui.loadEarlier.hidden = state.oldestOffset === 0;
+    updateActions();
     scrollToBottom();
   } catch (error) {
     if (token !== state.loadToken) return;
@@ -233,37 +297,116 @@ async function afterReply(sessionId, firstMessage) {
 
 // --- sending ----------------------------------------------------------------------------
 
-async function sendMessage(content) {
+async function sendMessage(content, { fromInput = true } = {}) {
   content = content.trim();
   if (!content || replies.inFlight) return;
   if (content.length > config.maxMessageChars) {
     showNotice(`A message can be at most ${config.maxMessageChars} characters.`);
     return;
   }
-  if (!socket.isOpen) {
-    showNotice("Not connected right now: your message is kept, send it again once the connection is back.");
-    return;
-  }
   hideNotice();
   if (ui.voice.checked) player.unlock(); // inside the key press or click: browsers allow audio then
-  if (!state.sessionId) {
+  // Shown at once, marked "sending…"; the outbox sends it as soon as the socket is open.
+  const firstMessage = ui.messages.children.length === 0 ? content : null;
+  if (fromInput) {
+    ui.input.value = "";
+    autosize();
+  }
+  ui.emptyThread.hidden = true;
+  const element = userMessage(content, { createdAt: new Date().toISOString() });
+  ui.messages.append(element);
+  scrollToBottom();
+  const entry = { content, element, firstMessage, sessionId: state.sessionId };
+  if (!entry.sessionId) {
     try {
-      const session = await conversations.create();
-      state.sessionId = session.session_id;
-      conversations.setCurrent(session.session_id);
-      rememberConversation(session.session_id);
+      entry.sessionId = await conversationForDraft(content);
     } catch (error) {
       showNotice(`Could not start a conversation: ${error.message}`);
+      markNotSent(element, () => {
+        element.remove();
+        ui.input.value = content;
+        autosize();
+        ui.input.focus();
+      });
       return;
     }
   }
-  const firstMessage = ui.messages.children.length === 0 ? content : null;
-  ui.input.value = "";
-  autosize();
-  ui.emptyThread.hidden = true;
-  ui.messages.append(userMessage(content, { createdAt: new Date().toISOString() }));
-  replies.begin({ content, sessionId: state.sessionId, firstMessage });
-  scrollToBottom();
+  outbox.add(entry);
+  updateActions();
+}
+
+// --- message actions: regenerate the last reply, edit the last message ----------------------
+
+function updateActions() {
+  updateLastActions(ui.messages, {
+    enabled: !replies.inFlight && outbox.size === 0 && Boolean(state.sessionId),
+    onRegenerate: (reply, user) => takeBack(user, reply, null),
+    onEdit: (user) => {
+      startEditing(user, user.dataset.content || "", {
+        onSubmit: (text) => takeBack(user, null, text),
+        onCancel: () => user.querySelector(".edit-message")?.focus(),
+      });
+    },
+  });
+}
+
+/**
+ * Regenerate (`edited` null) or edit-and-resend: the server marks the exchange superseded
+ * (kept, no longer shown nor sent to the model), the page drops it, and the message goes again.
+ */
+async function takeBack(user, reply, edited) {
+  if (replies.inFlight || !state.sessionId || !user) return;
+  const sessionId = state.sessionId;
+  const requestId = user.dataset.requestId || (reply && reply.dataset.requestId) || null;
+  let content = user.dataset.content || "";
+  if (requestId) {
+    // Without a request id nothing of this exchange reached the server (refused before it began).
+    try {
+      const taken = await api(`/sessions/${encodeURIComponent(sessionId)}/rewind`, {
+        method: "POST",
+        body: { request_id: requestId },
+      });
+      content = taken.content;
+    } catch (error) {
+      if (error.code !== "message_not_found") {
+        showNotice(`Could not ${edited === null ? "regenerate" : "edit"}: ${error.message}`);
+        return;
+      }
+    }
+  }
+  if (sessionId !== state.sessionId) return;
+  // The exchange and anything after it leave the screen.
+  let node = user;
+  while (node) {
+    const next = node.nextElementSibling;
+    node.remove();
+    node = next;
+  }
+  announce(edited === null ? "Regenerating the reply." : "Sending the edited message.");
+  await sendMessage(edited === null ? content : edited, { fromInput: false });
+}
+
+/** The conversation a draft's first message goes to: created once, titled by that message. */
+function conversationForDraft(content) {
+  if (!state.creating) {
+    const token = state.loadToken;
+    state.creating = conversations
+      .create({ title: titleFrom(content) })
+      .then((session) => {
+        if (token === state.loadToken) {
+          state.sessionId = session.session_id;
+          conversations.setCurrent(session.session_id);
+          rememberConversation(session.session_id);
+          ui.title.textContent = titleOf(session);
+          document.title = `${titleOf(session)} · EVA`;
+        }
+        return session.session_id;
+      })
+      .finally(() => {
+        state.creating = null;
+      });
+  }
+  return state.creating;
 }
 
 function handleFrame(frame) {
@@ -289,6 +432,7 @@ function handleSocketState({ state: socketState, delayMs }) {
   };
   ui.statusText.textContent = texts[socketState] || socketState;
   if (socketState === "waiting") replies.connectionLost();
+  if (socketState === "open") outbox.pump();
   if (socketState === "unauthenticated") {
     location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
@@ -317,6 +461,24 @@ ui.newButton.addEventListener("click", () => {
   ui.input.focus();
 });
 ui.loadEarlier.addEventListener("click", loadEarlier);
+ui.search.addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(() => runSearch(), SEARCH_DELAY_MS);
+});
+ui.searchForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(searchTimer);
+  runSearch();
+});
+ui.search.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && ui.search.value) {
+    event.preventDefault();
+    event.stopPropagation();
+    ui.search.value = "";
+    runSearch();
+  }
+});
+ui.searchMore.addEventListener("click", () => runSearch({ more: true }));
 ui.reconnect.addEventListener("click", () => socket.reconnectNow());
 byId("page-notice-close").addEventListener("click", () => {
   hideNotice();
@@ -359,5 +521,5 @@ async function boot() {
 }
 
 // Tests and curious people can look at the state; nothing on the page depends on this.
-window.eva = { socket, state, player, replies };
+window.eva = { socket, state, player, replies, outbox };
 boot();

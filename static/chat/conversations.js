@@ -11,6 +11,12 @@ function el(tag, className, text) {
   return node;
 }
 
+/** A new conversation's title: its first message on one line, at most 60 characters (as the server's). */
+export function titleFrom(content) {
+  const line = content.replace(/\s+/g, " ").trim();
+  return line.length <= 60 ? line : `${line.slice(0, 59)}…`;
+}
+
 export function titleOf(session) {
   return (session && session.title) || UNTITLED;
 }
@@ -24,6 +30,23 @@ export class ConversationList {
     this.onError = onError;
     this.sessions = [];
     this.currentId = null;
+    this.results = null; // a search's matches (shown instead of the whole list), or null
+  }
+
+  /** Search titles and messages on the server; `more` appends the next page. */
+  async search(query, { more = false, pageSize = 20 } = {}) {
+    const offset = more && this.results ? this.results.length : 0;
+    const params = new URLSearchParams({ q: query, limit: String(pageSize), offset: String(offset) });
+    const page = await api(`/search/sessions?${params}`);
+    this.results = more && this.results ? [...this.results, ...page.items] : page.items;
+    this.resultCount = page.count;
+    this.render();
+    return { shown: this.results.length, count: page.count };
+  }
+
+  clearSearch() {
+    this.results = null;
+    this.render();
   }
 
   async refresh() {
@@ -36,8 +59,8 @@ export class ConversationList {
     return this.sessions.find((session) => session.session_id === sessionId) || null;
   }
 
-  async create() {
-    const session = await api("/sessions", { method: "POST", body: {} });
+  async create({ title = "" } = {}) {
+    const session = await api("/sessions", { method: "POST", body: { title } });
     this.sessions = [session, ...this.sessions.filter((s) => s.session_id !== session.session_id)];
     this.render();
     return session;
@@ -53,6 +76,7 @@ export class ConversationList {
   async remove(sessionId) {
     await api(`/sessions/${encodeURIComponent(sessionId)}`, { method: "DELETE" });
     this.sessions = this.sessions.filter((s) => s.session_id !== sessionId);
+    if (this.results) this.results = this.results.filter((s) => s.session_id !== sessionId);
     this.render();
     this.onDeleted(sessionId);
   }
@@ -69,8 +93,21 @@ export class ConversationList {
   render() {
     const focusedId = document.activeElement && document.activeElement.closest(".conversation")?.dataset.sessionId;
     const focusedClass = document.activeElement && document.activeElement.className;
-    this.list.replaceChildren(...this.sessions.map((session) => this.item(session)));
-    this.empty.hidden = this.sessions.length > 0;
+    const shown = this.results || this.sessions;
+    const renaming = this.renaming;
+    const hadFocus = renaming && renaming.form.contains(document.activeElement);
+    this.list.replaceChildren(...shown.map((session) => this.item(session)));
+    if (renaming) {
+      // A refresh (a reply just ended) must not throw away a rename being typed.
+      const item = this.list.querySelector(`[data-session-id="${CSS.escape(renaming.sessionId)}"]`);
+      if (item) {
+        item.replaceChildren(renaming.form);
+        if (hadFocus) renaming.form.querySelector("input").focus();
+      } else {
+        this.renaming = null;
+      }
+    }
+    this.empty.hidden = this.results !== null || this.sessions.length > 0;
     this.setCurrent(this.currentId);
     // Re-rendering must not throw keyboard focus back to the top of the page.
     if (focusedId) {
@@ -87,11 +124,12 @@ export class ConversationList {
     const open = el("button", "conversation-open");
     open.type = "button";
     open.append(el("span", "conversation-title", title));
-    if (session.message_count !== undefined) {
+    if (session.message_count) {
       const count = el("span", "conversation-count", `${session.message_count}`);
       count.setAttribute("aria-label", `${session.message_count} messages`);
       open.append(count);
     }
+    if (session.excerpt) open.append(el("span", "conversation-excerpt", session.excerpt));
     open.addEventListener("click", () => this.onOpen(session.session_id));
     const rename = el("button", "icon-button conversation-rename");
     rename.type = "button";
@@ -132,11 +170,14 @@ export class ConversationList {
     cancel.type = "button";
     form.append(label, input, save, cancel);
     const restore = () => {
+      this.renaming = null;
+      const host = form.parentElement;
       form.replaceWith(...saved);
-      item.querySelector(".conversation-rename").focus();
+      host?.querySelector(".conversation-rename")?.focus();
     };
     const saved = [...item.childNodes];
     item.replaceChildren(form);
+    this.renaming = { sessionId: session.session_id, form };
     input.focus();
     input.select();
     cancel.addEventListener("click", restore);
@@ -150,6 +191,7 @@ export class ConversationList {
       event.preventDefault();
       const title = input.value.trim();
       try {
+        this.renaming = null;
         await this.rename(session.session_id, title);
         this.list.querySelector(`[data-session-id="${CSS.escape(session.session_id)}"] .conversation-open`)?.focus();
       } catch (error) {

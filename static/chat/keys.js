@@ -18,7 +18,12 @@ const ui = {
   empty: byId("keys-empty"),
   listError: byId("list-error"),
   announcer: byId("keys-announcer"),
+  showOld: byId("show-old-keys"),
 };
+
+// The key whose secret the panel shows (hidden again as soon as that key is revoked), and
+// whether revoked and expired keys are listed (the person's choice, kept in this browser).
+const page = { shownKeyId: null, showOld: localStorage.getItem("eva.keys.showOld") === "on", keys: [] };
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -72,12 +77,33 @@ function row(key) {
   return tr;
 }
 
+function hideSecret() {
+  page.shownKeyId = null;
+  ui.newKeyValue.value = "";
+  ui.newKey.hidden = true;
+}
+
+function render() {
+  const keys = page.keys;
+  const old = keys.filter((key) => statusOf(key) !== "active");
+  const shown = page.showOld ? keys : keys.filter((key) => statusOf(key) === "active");
+  ui.body.replaceChildren(...shown.map(row));
+  ui.empty.hidden = shown.length > 0;
+  ui.empty.textContent = keys.length === 0 ? "You have no API keys yet." : "You have no active API keys.";
+  ui.table.hidden = shown.length === 0;
+  ui.showOld.hidden = old.length === 0;
+  ui.showOld.setAttribute("aria-pressed", page.showOld ? "true" : "false");
+  ui.showOld.textContent = page.showOld
+    ? `Hide revoked and expired keys (${old.length})`
+    : `Show revoked and expired keys (${old.length})`;
+}
+
 async function loadKeys() {
   try {
-    const keys = await api("/keys");
-    ui.body.replaceChildren(...keys.map(row));
-    ui.empty.hidden = keys.length > 0;
-    ui.table.hidden = keys.length === 0;
+    page.keys = await api("/keys");
+    const shownKey = page.keys.find((key) => key.id === page.shownKeyId);
+    if (page.shownKeyId !== null && (!shownKey || statusOf(shownKey) === "revoked")) hideSecret();
+    render();
     ui.listError.hidden = true;
   } catch (error) {
     ui.listError.textContent = `Could not load your keys: ${error.message}`;
@@ -89,6 +115,7 @@ async function revokeKey(key) {
   if (!window.confirm(`Revoke “${key.name}”? Apps using it stop working at once.`)) return;
   try {
     await api(`/keys/${key.id}/revoke`, { method: "POST" });
+    if (key.id === page.shownKeyId) hideSecret(); // its secret is worthless now: no panel left showing it
     await loadKeys();
     ui.announcer.textContent = `Key “${key.name}” revoked.`;
     ui.name.focus();
@@ -123,6 +150,7 @@ ui.form.addEventListener("submit", async (event) => {
     const created = await api("/keys", { method: "POST", body });
     ui.form.reset();
     ui.newKeyValue.value = created.key;
+    page.shownKeyId = created.id;
     ui.copyStatus.textContent = "";
     ui.newKey.hidden = false;
     ui.newKey.focus();
@@ -149,9 +177,14 @@ ui.copy.addEventListener("click", async () => {
 });
 
 ui.dismiss.addEventListener("click", () => {
-  ui.newKeyValue.value = "";
-  ui.newKey.hidden = true;
+  hideSecret();
   ui.name.focus();
+});
+
+ui.showOld.addEventListener("click", () => {
+  page.showOld = !page.showOld;
+  localStorage.setItem("eva.keys.showOld", page.showOld ? "on" : "off");
+  render();
 });
 
 loadKeys();

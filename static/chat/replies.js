@@ -15,8 +15,10 @@ export class ReplyStream {
    * shownSession(): the conversation on screen; onBusy(busy), onSettled(reply),
    * announce(text), showNotice(text): the page's reactions.
    */
-  constructor({ socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice }) {
+  constructor({ socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice, onRetry }) {
     Object.assign(this, { socket, player, thread, voiceOn, shownSession, onBusy, onSettled, announce, showNotice });
+    // Retry through the page (onRetry(reply)): it takes the failed exchange back on the server first.
+    this.onRetry = onRetry || null;
     this.current = null;
     this.pendingAudio = null;
   }
@@ -25,10 +27,11 @@ export class ReplyStream {
     return this.current !== null;
   }
 
-  begin({ content, sessionId, firstMessage = null }) {
+  begin({ content, sessionId, firstMessage = null, userElement = null }) {
     const message = new AssistantMessage();
-    this.thread.append(message.element);
-    const reply = { message, content, firstMessage, sessionId, cancelTimer: null };
+    // A queued message of a conversation left meanwhile still goes; its reply is shown there.
+    if (sessionId === this.shownSession()) this.thread.append(message.element);
+    const reply = { message, content, firstMessage, sessionId, userElement, cancelTimer: null };
     this.current = reply;
     this.pendingAudio = null;
     this.onBusy(true);
@@ -59,6 +62,7 @@ export class ReplyStream {
       case "start":
         if (!reply) return;
         reply.requestId = frame.request_id;
+        if (reply.userElement && frame.request_id) reply.userElement.dataset.requestId = frame.request_id;
         reply.started = { backend: frame.backend, model: frame.model };
         reply.message.start(frame);
         break;
@@ -96,6 +100,7 @@ export class ReplyStream {
       return;
     }
     if (this.isFor(reply, frame)) {
+      if (reply.userElement && frame.request_id) reply.userElement.dataset.requestId = frame.request_id;
       this.fail(reply, frame);
       this.announce(`Error: ${frame.message}`);
     } else {
@@ -131,6 +136,10 @@ export class ReplyStream {
       this.showNotice("Wait for the current reply to finish, or stop it, before retrying.");
       return;
     }
+    if (this.onRetry && reply.userElement) {
+      if (reply.sessionId === this.shownSession()) this.onRetry(reply);
+      return;
+    }
     if (!this.socket.isOpen) {
       this.showNotice("Not connected right now: retry once the connection is back.");
       this.socket.reconnectNow();
@@ -138,6 +147,8 @@ export class ReplyStream {
     }
     if (reply.sessionId !== this.shownSession()) return;
     reply.message.element.remove();
-    this.begin({ content: reply.content, sessionId: reply.sessionId, firstMessage: reply.firstMessage });
+    this.begin({
+      content: reply.content, sessionId: reply.sessionId, firstMessage: reply.firstMessage, userElement: reply.userElement,
+    });
   }
 }

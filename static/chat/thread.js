@@ -1,6 +1,11 @@
 // The open conversation's messages: history from the API, and the reply being streamed.
 
+import { actionsRow, addCodeCopyButtons, copyMessageButton } from "./actions.js";
 import { renderMarkdown } from "./markdown.js";
+
+// How the thread speaks to screen readers (the page sets it: chat.js's announce).
+export const threadHooks = { announce: () => {} };
+const announce = (text) => threadHooks.announce(text);
 
 const ERROR_TEXT = {
   no_backend: "No model is reachable right now.",
@@ -48,6 +53,8 @@ export function userMessage(content, { createdAt } = {}) {
     meta.append(time);
     item.append(meta);
   }
+  item.dataset.content = content;
+  actionsRow(item).append(copyMessageButton(() => content, announce));
   return item;
 }
 
@@ -73,6 +80,7 @@ export class AssistantMessage {
     this.bubble.append(this.body, this.typing, this.notice, this.error);
     this.meta = el("p", "message-meta");
     this.element.append(this.bubble, this.meta);
+    actionsRow(this.element).append(copyMessageButton(() => this.text, announce));
     this.setStatus(status);
     if (backend || model) this.setMeta({ backend, model, createdAt });
     else if (createdAt) this.setMeta({ createdAt });
@@ -109,6 +117,7 @@ export class AssistantMessage {
 
   render() {
     this.body.replaceChildren(renderMarkdown(this.text));
+    addCodeCopyButtons(this.body, announce);
   }
 
   finish({ backend, model, ttft_ms: ttftMs, total_ms: totalMs, tokens, done_reason: doneReason }) {
@@ -168,9 +177,22 @@ export class AssistantMessage {
   }
 }
 
+/** How a stored reply ended, as the live page labelled it: Stopped, Incomplete, Failed... */
+export function replyBadge({ status, done_reason: doneReason }) {
+  if (doneReason === "cancelled") return "Stopped";
+  if (doneReason === "length") return "Cut at the length limit";
+  if (status === "partial") return "Incomplete";
+  if (status === "error") return "Failed";
+  return null;
+}
+
 /** A stored message from GET /sessions/{id}/messages. */
 export function historyMessage(item) {
-  if (item.role === "user") return userMessage(item.content, { createdAt: item.created_at });
+  if (item.role === "user") {
+    const element = userMessage(item.content, { createdAt: item.created_at });
+    if (item.request_id) element.dataset.requestId = item.request_id;
+    return element;
+  }
   const message = new AssistantMessage({
     content: item.content,
     status: "complete",
@@ -178,16 +200,15 @@ export function historyMessage(item) {
     model: item.model,
     createdAt: item.created_at,
   });
-  if (item.status === "complete" && item.ttft_ms != null) {
-    message.setMeta({
-      backend: item.backend, model: item.model, createdAt: item.created_at, ttftMs: item.ttft_ms, totalMs: item.total_ms,
-    });
-  } else if (item.status === "partial") {
-    message.setStatus("partial");
-    message.setMeta({ backend: item.backend, model: item.model, createdAt: item.created_at, badge: "Incomplete" });
-  } else if (item.status === "error") {
-    message.setStatus("error");
-    message.setMeta({ backend: item.backend, model: item.model, createdAt: item.created_at, badge: "Failed" });
-  }
+  if (item.request_id) message.element.dataset.requestId = item.request_id;
+  const badge = replyBadge(item);
+  if (item.done_reason === "cancelled") message.setStatus("cancelled");
+  else if (item.status === "partial" || item.status === "error") message.setStatus(item.status);
+  if (item.status === "error" && item.done_reason) message.element.dataset.errorCode = item.done_reason;
+  // Timings as they were measured, whatever the ending (a stopped reply keeps its first-token time).
+  message.setMeta({
+    backend: item.backend, model: item.model, createdAt: item.created_at, ttftMs: item.ttft_ms,
+    totalMs: item.total_ms, badge,
+  });
   return message.element;
 }

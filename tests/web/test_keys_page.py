@@ -62,6 +62,8 @@ async def test_a_new_key_is_shown_once_can_be_copied_used_and_revoked(page, brow
 
     page.once("dialog", lambda dialog: dialog.accept())
     await row.get_by_role("button", name="Revoke key “My phone”").click()
+    await expect(row).to_have_count(0)  # revoked and expired keys are hidden until asked for
+    await page.get_by_role("button", name="Show revoked and expired keys (1)").click()
     await expect(row).to_have_attribute("data-status", "revoked")
     await expect(row.get_by_role("button", name=re.compile("Revoke"))).to_have_count(0)
     assert await sync_to_async(call_with_key)(live_asgi.url, key) == 401
@@ -103,3 +105,38 @@ async def test_a_key_can_expire_at_the_end_of_a_chosen_day(page, logged_in):
     await expect(row.locator("td").nth(4)).to_contain_text("Jan 31, 2031")
     expires = await sync_to_async(lambda: ApiKey.objects.get(owner=alice, name="Trial").expires_at)()
     assert (expires.year, expires.month) == (2031, 1) and expires.day in (31, 1)  # the page's own time zone
+
+
+async def test_the_secret_panel_goes_when_its_key_is_revoked_and_old_keys_can_be_hidden(page, logged_in):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    alice = await logged_in("alice")
+    from accounts.api_keys import api_key_create
+
+    def expired_key():
+        key, _ = api_key_create(owner=alice, name="Old trial", scopes="chat")
+        ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(days=1))
+
+    await sync_to_async(expired_key)()
+    await page.goto("/keys/")
+    await expect(page.locator("#keys-body tr")).to_have_count(0)
+    await expect(page.get_by_text("You have no active API keys.")).to_be_visible()
+    await page.get_by_label("Name").fill("Laptop")
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.get_by_label("New API key")).to_have_value(re.compile(r"^eva_"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Revoke key “Laptop”").click()
+    await expect(page.locator("#new-key")).to_be_hidden()
+    assert await page.get_by_label("New API key").input_value() == ""
+    toggle = page.get_by_role("button", name="Show revoked and expired keys (2)")
+    await toggle.click()
+    await expect(page.locator("#keys-body tr")).to_have_count(2)
+    await expect(page.locator("#keys-body tr", has_text="Old trial")).to_have_attribute("data-status", "expired")
+    # The choice is kept in this browser.
+    await page.reload()
+    await expect(page.locator("#keys-body tr")).to_have_count(2)
+    await page.get_by_role("button", name="Hide revoked and expired keys (2)").click()
+    await expect(page.locator("#keys-body tr")).to_have_count(0)
+    assert page.js_errors == []

@@ -97,3 +97,17 @@ def test_the_keys_page_offers_the_metrics_scope_to_staff_only(client, alice, mak
     assert 'value="metrics"' not in client.get("/keys/").content.decode()
     client.force_login(make_user("root", is_staff=True))
     assert 'value="metrics"' in client.get("/keys/").content.decode()
+
+
+def test_the_login_page_says_how_to_get_an_account_either_way(client, settings):
+    settings.SIGNUP_ENABLED = False
+    closed = client.get("/login/").content.decode()
+    assert "made by its administrator" in closed and "/signup/" not in closed
+    settings.SIGNUP_ENABLED = True
+    opened = client.get("/login/").content.decode()
+    assert 'href="/signup/"' in opened and "made by its administrator" not in opened
+
+
+def test_favicon_ico_leads_to_the_static_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/favicon.ico"

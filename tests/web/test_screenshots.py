@@ -35,10 +35,18 @@ def shots(tmp_path) -> Path:
     return folder
 
 
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 375, "height": 812}
+
+
 async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, ollama_behaviour, shots):
+    await page.set_viewport_size(DESKTOP)
     await page.goto("/login/")
     await page.get_by_label("Username").fill("alice")
     await page.screenshot(path=shots / "login.png")
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=shots / "login-phone.png")
+    await page.set_viewport_size(DESKTOP)
 
     await logged_in("alice")
     ollama_behaviour.reply_tokens = ["Sure! Ask me anything about Python."]
@@ -59,13 +67,19 @@ async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, o
     await page.screenshot(path=shots / "chat-dark.png")
     await page.emulate_media(color_scheme="light")
 
-    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.set_viewport_size(PHONE)
     await page.screenshot(path=shots / "chat-phone.png")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await page.get_by_role("button", name="Conversations").click()
     await expect(page.locator("#conversations")).to_be_visible()
     await page.screenshot(path=shots / "chat-phone-conversations.png")
 
-    await page.set_viewport_size({"width": 1280, "height": 800})
+    await page.emulate_media(color_scheme="dark")
+    await page.get_by_role("button", name="Conversations").click()
+    await page.screenshot(path=shots / "chat-phone-dark.png")
+    await page.emulate_media(color_scheme="light")
+
+    await page.set_viewport_size(DESKTOP)
     await page.goto("/keys/")
     for name, scope in (("Old laptop", None), ("Backup script", None), ("My phone", "Text-to-speech")):
         if await page.locator("#new-key").is_visible():
@@ -78,7 +92,11 @@ async def test_screenshots_of_the_main_pages(page, browser_context, logged_in, o
         await expect(page.locator("#keys-body tr", has_text=name)).to_be_visible()
     page.once("dialog", lambda dialog: dialog.accept())
     await page.get_by_role("button", name="Revoke key “Old laptop”").click()
+    await page.get_by_role("button", name="Show revoked and expired keys (1)").click()
     await expect(page.locator("tr", has_text="Old laptop")).to_have_attribute("data-status", "revoked")
     await page.evaluate("window.scrollTo(0, 0)")
     await page.screenshot(path=shots / "keys.png", full_page=True)
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=shots / "keys-phone.png", full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.js_errors == []
