@@ -270,6 +270,7 @@ async def test_the_chat_turns_writes_sent_twice_store_once(user_key):
     finish = {
         "session_pk": first[0][0], "content": "a", "status": "complete", "backend": "ollama", "model": "m",
         "request_id": "r1", "ttft_ms": 1.0, "total_ms": 2.0, "at": timezone.now(), "title": "q",
+        "done_reason": "stop", "asked": "r1",
     }
     assert await asyncdb.execute(store._TURN_FINISH_SQL, finish) == [(first[0][0],)]
     assert await asyncdb.execute(store._TURN_FINISH_SQL, finish) == [(first[0][0],)]
