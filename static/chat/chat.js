@@ -4,6 +4,7 @@ import { api } from "./api.js";
 import { ConversationList, UNTITLED, titleOf } from "./conversations.js";
 import { ChatSocket } from "./socket.js";
 import { ReplyStream } from "./replies.js";
+import { ReplyResumer } from "./resume.js";
 import { historyMessage, userMessage } from "./thread.js";
 import { VoicePlayer } from "./voice.js";
 
@@ -67,6 +68,8 @@ const replies = new ReplyStream({
   announce: (text) => announce(text),
   showNotice: (text) => showNotice(text),
 });
+
+const resumer = new ReplyResumer({ socket, replies });
 
 // --- small page helpers -----------------------------------------------------------------
 
@@ -266,7 +269,9 @@ async function sendMessage(content) {
   scrollToBottom();
 }
 
-function handleFrame(frame) {
+function handleFrame(received) {
+  const frame = resumer.accept(received); // a reply resumed after a drop: resume.js
+  if (!frame) return;
   if (frame.type === "cleared") {
     if (frame.session_id === state.sessionId) openConversation(state.sessionId);
     return;
@@ -288,7 +293,8 @@ function handleSocketState({ state: socketState, delayMs }) {
     closed: "Disconnected.",
   };
   ui.statusText.textContent = texts[socketState] || socketState;
-  if (socketState === "waiting") replies.connectionLost();
+  if (socketState === "waiting" && !resumer.holdReply()) replies.connectionLost();
+  if (socketState === "open") resumer.connected();
   if (socketState === "unauthenticated") {
     location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
@@ -359,5 +365,5 @@ async function boot() {
 }
 
 // Tests and curious people can look at the state; nothing on the page depends on this.
-window.eva = { socket, state, player, replies };
+window.eva = { socket, state, player, replies, resumer };
 boot();

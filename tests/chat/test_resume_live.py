@@ -134,7 +134,9 @@ async def test_another_users_resume_on_another_process_is_a_404(two_servers, oll
     a, b = two_servers
     owner, stranger = await new_key("owner"), await new_key("stranger")
     async with httpx.AsyncClient(timeout=10) as client:
-        streamed = await client.post(f"{a.url}/api/v1/chat/stream", json={"message": "mine"}, headers={"X-API-Key": owner})
+        streamed = await client.post(
+            f"{a.url}/api/v1/chat/stream", json={"message": "mine"}, headers={"X-API-Key": owner}
+        )
         request_id = json.loads(streamed.text.split("data: ", 1)[1].split("\n", 1)[0])["request_id"]
         refused = await client.get(f"{b.url}/api/v1/chat/stream/{request_id}", headers={"X-API-Key": stranger})
         again = await client.get(
