@@ -1,7 +1,9 @@
 """/ws/chat: the WebSocket protocol of DESIGN.md.
 
-Client frames: message, cancel, clear, ping. Server frames: start, token..., audio + binary,
-end, error, cleared, pong. One generation at a time per socket: a message sent while a
+Client frames: message, cancel, clear, ping, resume. Server frames: start, token..., audio +
+binary, end, error, cleared, pong. A reply's frames are numbered and kept (chat/replay.py): a
+socket that drops after a reply's start leaves it running for REPLAY_GRACE_S, and `resume` on
+any socket of the same user picks it up after the frame it names. One generation at a time per socket: a message sent while a
 reply is streaming gets the error `busy` (the client may cancel first). The generation runs
 in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
 Every bad frame gets an error frame and the socket stays open; a bad credential closes it

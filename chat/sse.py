@@ -26,7 +26,8 @@ Origin with every POST, so the check stands in for Django's CSRF token.
 A consumer handles one ASGI message at a time, so the response runs in a task this consumer owns:
 `http.disconnect` (the client went away, or, as ASGI servers send once the response is complete,
 the end) cancels the task if it still runs, which closes the generation and its upstream request
-to the model, and stops the consumer.
+to the model, and stops the consumer; a reply that had started goes on instead for REPLAY_GRACE_S,
+unsent, for a resume (`GET /api/v1/chat/stream/{request_id}`: chat/replay.py, chat/replay_sse.py).
 """
 
 from __future__ import annotations
