@@ -3,10 +3,10 @@
 Client frames: message, cancel, clear, ping, resume. Server frames: start, token..., audio +
 binary, end, error, cleared, pong. A reply's frames are numbered and kept (chat/replay.py): a
 socket that drops after a reply's start leaves it running for REPLAY_GRACE_S, and `resume` on
-any socket of the same user picks it up after the frame it names. One generation at a time per socket: a message sent while a
-reply is streaming gets the error `busy` (the client may cancel first). The generation runs
-in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
-Every bad frame gets an error frame and the socket stays open; a bad credential closes it
+any socket of the same user picks it up after the frame it names. One generation at a time per
+socket: a message sent while a reply is streaming gets the error `busy` (the client may cancel
+first). The generation runs in a task this consumer owns, so cancel and disconnect stop it (and
+its upstream request). Every bad frame gets an error frame and the socket stays open; a bad credential closes it
 with 4401, a cookie from a foreign Origin with 4403. A credential that goes while the socket is
 open (a revoked key, a deactivated user, a logged-out session: accounts.revocation) closes it
 with an error frame and 4401 within moments, and its next frame is refused whatever the watcher

@@ -63,6 +63,7 @@ FINAL_TYPES = ("end", "error")
 REDIS_TIMEOUT_S = 5.0
 FOLLOW_POLL_S = 1.0  # a follower's longest blocking read; its lease is renewed between reads
 MAX_REQUEST_ID_CHARS = 64
+IN_FLIGHT_FRAMES = 256  # frames a live reply's client may have that its buffer has not yet
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 
@@ -345,6 +346,11 @@ class _Record:
                 _keep(self.writer)
         return frame
 
+    async def written(self) -> None:
+        """Wait until what was added so far is written (or the buffer failed)."""
+        while self.writer is not None:
+            await asyncio.wait([self.writer])  # shields it: a cancelled reply does not cancel its write
+
     async def _write(self) -> None:
         try:
             while self.pending and not self.broken:
@@ -375,8 +381,15 @@ async def numbered(generation: ChatGeneration) -> AsyncGenerator[Frame, None]:
     try:
         try:
             async for frame in inner:
-                if record.n == 0 and task is not None:
-                    _records[task] = record
+                if record.n == 0:
+                    if task is not None:
+                        _records[task] = record
+                    # The start is kept before the client has its request_id: a resume can always
+                    # find the reply (the model is writing its first token meanwhile).
+                    first = record.add(frame)
+                    await record.written()
+                    yield first
+                    continue
                 yield record.add(frame)
         except Exception:
             if record.n == 0:
@@ -547,7 +560,11 @@ async def follow(*, request_id: object, owner_id: int, after: object) -> Followe
     if snapshot is None or snapshot.owner_id != owner_id:
         # Someone else's, expired or never: one answer, so that an id tells nothing about its owner.
         raise NotFound(f"No reply {request_id!r} to resume (unknown, expired, or not yours).")
-    if after > snapshot.last_n or (snapshot.finished and after >= snapshot.last_n):
+    # A live reply's last frames may still be on their way to the buffer when its client, which
+    # got them, asks: up to IN_FLIGHT_FRAMES past the last kept frame is believed.
+    if after > snapshot.last_n + (0 if snapshot.finished else IN_FLIGHT_FRAMES) or (
+        snapshot.finished and after >= snapshot.last_n
+    ):
         raise InvalidInput(
             f"after={after} is past the reply's last frame ({snapshot.last_n}"
             f"{', its end' if snapshot.finished else ''}).",
