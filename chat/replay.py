@@ -30,7 +30,8 @@ without it for REPLAY_GRACE_S, so that a quick reconnect loses nothing: a watchd
 reply's lease and cancel mark (every second at most) and stops the generation once nobody has
 followed it for the grace, or at once when a follower cancels it. Stopped, it is kept as
 partial, as a cancelled reply always was. Spoken replies' `audio` frames and their binary audio
-are not numbered and not kept: a resumed reply is its text.
+are not numbered and not kept: a resumed reply is its text; and a spoken reply stops with its
+socket, as before (the speech sends to the socket itself), its text kept for a resume.
 """
 
 from __future__ import annotations
@@ -94,7 +95,11 @@ class Snapshot:
 class ReplayStore(Protocol):
     """Where replies' frames are kept (Redis, or this process's memory)."""
 
-    async def append(self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]]) -> None: ...
+    async def append(
+        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
+    ) -> None:
+        """Keep `frames`; with `refresh`, (re)set the owner and the reply's TTL as well."""
+        ...
 
     async def snapshot(self, request_id: str) -> Snapshot | None: ...
 
@@ -158,11 +163,14 @@ class RedisStore:
     def _key(self, request_id: str) -> str:
         return f"{settings.CHANNEL_LAYER_PREFIX}:reply:{request_id}"
 
-    async def append(self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]]) -> None:
+    async def append(
+        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
+    ) -> None:
         key, ttl = self._key(request_id), _ms(settings.REPLAY_TTL_S)
         maxlen = str(settings.REPLAY_MAX_FRAMES)
         commands: list[Command] = [("XADD", key, "MAXLEN", maxlen, f"0-{n}", "f", data) for n, data in frames]
-        commands += [("SET", f"{key}:owner", str(owner_id), "PX", ttl), ("PEXPIRE", key, ttl)]
+        if refresh:  # not with every token: one command per frame is what a token costs
+            commands += [("SET", f"{key}:owner", str(owner_id), "PX", ttl), ("PEXPIRE", key, ttl)]
         async with asyncio.timeout(REDIS_TIMEOUT_S):
             await _loop_redis().batcher.submit(commands)
 
@@ -247,7 +255,9 @@ class MemoryStore:
         for request_id in [rid for rid, reply in self.replies.items() if reply.expires <= now]:
             del self.replies[request_id]
 
-    async def append(self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]]) -> None:
+    async def append(
+        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
+    ) -> None:
         reply = self._get(request_id)
         if reply is None:
             self.sweep()
@@ -333,6 +343,7 @@ class _Record:
         self.pending: list[tuple[int, bytes]] = []
         self.writer: asyncio.Future[None] | None = None
         self.broken = False
+        self.refreshed_at: float | None = None  # when the owner and TTL were last set (loop time)
 
     def add(self, frame: Frame) -> Frame:
         self.n += 1
@@ -355,8 +366,18 @@ class _Record:
         try:
             while self.pending and not self.broken:
                 batch, self.pending = self.pending, []
+                # The owner and the TTL are set with the first write, the last one (the reply's
+                # frames then live REPLAY_TTL_S after it), and every quarter TTL in between.
+                now = asyncio.get_running_loop().time()
+                refresh = (
+                    self.refreshed_at is None
+                    or self.final is not None
+                    or now - self.refreshed_at >= settings.REPLAY_TTL_S / 4
+                )
+                if refresh:
+                    self.refreshed_at = now
                 try:
-                    await self.store.append(self.request_id, self.owner_id, batch)
+                    await self.store.append(self.request_id, self.owner_id, batch, refresh=refresh)
                 except _REDIS_FAILURES as exc:
                     # The reply goes on; it just cannot be resumed (a resume sees a hole or no end).
                     self.broken = True
@@ -434,6 +455,10 @@ def detach(task: asyncio.Task[Any] | None) -> bool:
     record = _records.get(task)
     grace = float(settings.REPLAY_GRACE_S)
     if record is None or record.final is not None or grace <= 0:
+        return False
+    if record.generation.speech is not None:
+        # A spoken reply sends its audio to its socket itself: it stops with the socket, as before
+        # (its text so far is kept for a resume, ending `cancelled`).
         return False
     _keep(task)
     _keep(asyncio.ensure_future(_watchdog(task, record, grace)))

@@ -217,8 +217,8 @@ async def test_the_memory_buffer_keeps_the_last_frames_and_forgets_a_reply_after
     now = [1000.0]
     store = replay.MemoryStore(clock=lambda: now[0])
     frames = [(n, json.dumps({"type": "token", "content": str(n), "n": n}).encode()) for n in range(1, 6)]
-    await store.append("r1", 7, frames)
-    await store.append("r1", 7, [(6, json.dumps({"type": "end", "n": 6}).encode())])
+    await store.append("r1", 7, frames, refresh=True)
+    await store.append("r1", 7, [(6, json.dumps({"type": "end", "n": 6}).encode())], refresh=True)
     snapshot = await store.snapshot("r1")
     assert snapshot == replay.Snapshot(owner_id=7, first_n=4, last_n=6, finished=True)
     follower = replay.Follower(store, "r1", 3)
@@ -227,7 +227,7 @@ async def test_the_memory_buffer_keeps_the_last_frames_and_forgets_a_reply_after
     assert await store.snapshot("r1") is not None
     now[0] += 0.2
     assert await store.snapshot("r1") is None
-    await store.append("r2", 7, frames[:1])  # a new reply sweeps the expired ones
+    await store.append("r2", 7, frames[:1], refresh=True)  # a new reply sweeps the expired ones
     assert set(store.replies) == {"r2"}
 
 
