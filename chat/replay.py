@@ -51,7 +51,6 @@ import redis.asyncio
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from accounts.batching import Batcher, settle
 from accounts.errors import EvaError, InvalidInput, NotFound
 from chat.generation import ChatGeneration
 
@@ -59,6 +58,7 @@ logger = logging.getLogger("chat.replay")
 
 Frame = dict[str, Any]
 Command = tuple[str | bytes, ...]
+Write = tuple[str, int, list[tuple[int, bytes]], bool]  # request_id, owner_id, (n, frame JSON)..., refresh
 _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 FINAL_TYPES = ("end", "error")
 REDIS_TIMEOUT_S = 5.0
@@ -95,10 +95,8 @@ class Snapshot:
 class ReplayStore(Protocol):
     """Where replies' frames are kept (Redis, or this process's memory)."""
 
-    async def append(
-        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
-    ) -> None:
-        """Keep `frames`; with `refresh`, (re)set the owner and the reply's TTL as well."""
+    async def append_many(self, writes: list[Write]) -> list[Exception | None]:
+        """Keep each write's frames (with `refresh`, (re)set its owner and TTL too): each its own error."""
         ...
 
     async def snapshot(self, request_id: str) -> Snapshot | None: ...
@@ -123,7 +121,6 @@ def _ms(seconds: float) -> str:
 class _LoopRedis:
     url: str
     client: redis.asyncio.Redis
-    batcher: Batcher[list[Command], list[Any]]
 
 
 _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRedis] = weakref.WeakKeyDictionary()
@@ -139,21 +136,7 @@ def _loop_redis() -> _LoopRedis:
             socket_connect_timeout=REDIS_TIMEOUT_S,
             max_connections=200,
         )
-
-        async def send(batch: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
-            async with asyncio.timeout(REDIS_TIMEOUT_S), client.pipeline(transaction=False) as pipe:
-                for commands, _ in batch:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
-            start = 0
-            for commands, future in batch:
-                mine = results[start : start + len(commands)]
-                start += len(commands)
-                error = next((result for result in mine if isinstance(result, Exception)), None)
-                settle(future, mine, error=error)
-
-        state = _loops[loop] = _LoopRedis(url=settings.REDIS_URL, client=client, batcher=Batcher(send))
+        state = _loops[loop] = _LoopRedis(url=settings.REDIS_URL, client=client)
     return state
 
 
@@ -163,16 +146,26 @@ class RedisStore:
     def _key(self, request_id: str) -> str:
         return f"{settings.CHANNEL_LAYER_PREFIX}:reply:{request_id}"
 
-    async def append(
-        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
-    ) -> None:
-        key, ttl = self._key(request_id), _ms(settings.REPLAY_TTL_S)
-        maxlen = str(settings.REPLAY_MAX_FRAMES)
-        commands: list[Command] = [("XADD", key, "MAXLEN", maxlen, f"0-{n}", "f", data) for n, data in frames]
-        if refresh:  # not with every token: one command per frame is what a token costs
-            commands += [("SET", f"{key}:owner", str(owner_id), "PX", ttl), ("PEXPIRE", key, ttl)]
-        async with asyncio.timeout(REDIS_TIMEOUT_S):
-            await _loop_redis().batcher.submit(commands)
+    async def append_many(self, writes: list[Write]) -> list[Exception | None]:
+        ttl, maxlen = _ms(settings.REPLAY_TTL_S), str(settings.REPLAY_MAX_FRAMES)
+        counts: list[int] = []
+        async with asyncio.timeout(REDIS_TIMEOUT_S), _loop_redis().client.pipeline(transaction=False) as pipe:
+            for request_id, owner_id, frames, refresh in writes:
+                key = self._key(request_id)
+                for n, data in frames:
+                    pipe.execute_command("XADD", key, "MAXLEN", maxlen, f"0-{n}", "f", data)
+                if refresh:  # not with every token: one command per frame is what a token costs
+                    pipe.execute_command("SET", f"{key}:owner", str(owner_id), "PX", ttl)
+                    pipe.execute_command("PEXPIRE", key, ttl)
+                counts.append(len(frames) + (2 if refresh else 0))
+            results = await pipe.execute(raise_on_error=False)
+        errors: list[Exception | None] = []
+        start = 0
+        for count in counts:
+            mine = results[start : start + count]
+            start += count
+            errors.append(next((result for result in mine if isinstance(result, Exception)), None))
+        return errors
 
     async def snapshot(self, request_id: str) -> Snapshot | None:
         key = self._key(request_id)
@@ -255,9 +248,12 @@ class MemoryStore:
         for request_id in [rid for rid, reply in self.replies.items() if reply.expires <= now]:
             del self.replies[request_id]
 
-    async def append(
-        self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]], *, refresh: bool
-    ) -> None:
+    async def append_many(self, writes: list[Write]) -> list[Exception | None]:
+        for request_id, owner_id, frames, _ in writes:
+            self.append(request_id, owner_id, frames)
+        return [None] * len(writes)
+
+    def append(self, request_id: str, owner_id: int, frames: list[tuple[int, bytes]]) -> None:
         reply = self._get(request_id)
         if reply is None:
             self.sweep()
@@ -331,7 +327,7 @@ def _keep(task: asyncio.Future[Any]) -> None:
 
 
 class _Record:
-    """One reply's numbering, and its writer to the buffer."""
+    """One reply's numbering, and the frames it has not yet written."""
 
     def __init__(self, generation: ChatGeneration, store: ReplayStore) -> None:
         self.generation = generation
@@ -341,49 +337,119 @@ class _Record:
         self.n = 0
         self.final: Frame | None = None
         self.pending: list[tuple[int, bytes]] = []
-        self.writer: asyncio.Future[None] | None = None
+        self.in_flight = 0  # writes of it that are out
         self.broken = False
         self.refreshed_at: float | None = None  # when the owner and TTL were last set (loop time)
 
     def add(self, frame: Frame) -> Frame:
         self.n += 1
         frame["n"] = self.n
-        if frame["type"] in FINAL_TYPES:
+        final = frame["type"] in FINAL_TYPES
+        if final:
             self.final = frame
         if not self.broken:
             self.pending.append((self.n, orjson.dumps(frame)))
-            if self.writer is None:
-                self.writer = asyncio.ensure_future(self._write())
-                _keep(self.writer)
+            _flusher().mark(self, now=final)  # the end goes out at once: followers are waiting for it
         return frame
+
+    def take(self, now: float) -> Write:
+        """The write of what is pending. The owner and the TTL are set with the first write, the
+        last one (the reply's frames then live REPLAY_TTL_S after it), and every quarter TTL."""
+        frames, self.pending = self.pending, []
+        refresh = (
+            self.refreshed_at is None
+            or self.final is not None
+            or now - self.refreshed_at >= settings.REPLAY_TTL_S / 4
+        )
+        if refresh:
+            self.refreshed_at = now
+        self.in_flight += 1
+        return (self.request_id, self.owner_id, frames, refresh)
+
+    def wrote(self, error: Exception | None) -> None:
+        self.in_flight -= 1
+        if error is not None and not self.broken:
+            # The reply goes on; it just cannot be resumed (a resume sees a hole or no end).
+            self.broken = True
+            self.pending = []
+            logger.warning("reply %s: its frames cannot be kept (%s)", self.request_id, error)
 
     async def written(self) -> None:
         """Wait until what was added so far is written (or the buffer failed)."""
-        while self.writer is not None:
-            await asyncio.wait([self.writer])  # shields it: a cancelled reply does not cancel its write
+        flusher = _flusher()
+        while (self.pending or self.in_flight) and not self.broken:
+            flusher.mark(self, now=True)
+            if flusher.task is None:
+                return
+            await asyncio.wait([flusher.task])  # shields it: a cancelled reply does not cancel the write
 
-    async def _write(self) -> None:
+
+class _Flusher:
+    """One event loop's replies with frames to write: written together, in one pipeline, every
+    REPLAY_FLUSH_MS (an end, or a start whose client is waiting, at once). A token costs its
+    reply a list append; the process pays one Redis round trip per interval, however many replies."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.dirty: dict[_Record, None] = {}  # insertion-ordered set
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.urgent = False
+
+    def mark(self, record: _Record, *, now: bool) -> None:
+        self.dirty[record] = None
+        if self.task is not None:
+            self.urgent = self.urgent or now  # the flush that is out goes round again at once
+            return
+        if now:
+            self.start()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(settings.REPLAY_FLUSH_MS / 1000, self.start)
+
+    def start(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is None and self.dirty:
+            self.task = asyncio.ensure_future(self._flush())
+            _keep(self.task)
+
+    async def _flush(self) -> None:
         try:
-            while self.pending and not self.broken:
-                batch, self.pending = self.pending, []
-                # The owner and the TTL are set with the first write, the last one (the reply's
-                # frames then live REPLAY_TTL_S after it), and every quarter TTL in between.
-                now = asyncio.get_running_loop().time()
-                refresh = (
-                    self.refreshed_at is None
-                    or self.final is not None
-                    or now - self.refreshed_at >= settings.REPLAY_TTL_S / 4
-                )
-                if refresh:
-                    self.refreshed_at = now
-                try:
-                    await self.store.append(self.request_id, self.owner_id, batch, refresh=refresh)
-                except _REDIS_FAILURES as exc:
-                    # The reply goes on; it just cannot be resumed (a resume sees a hole or no end).
-                    self.broken = True
-                    logger.warning("reply %s: its frames cannot be kept (%s)", self.request_id, exc)
+            while self.dirty:
+                self.urgent = False
+                records, now = list(self.dirty), self.loop.time()
+                self.dirty.clear()
+                groups: dict[int, tuple[ReplayStore, list[_Record], list[Write]]] = {}
+                for record in records:
+                    if record.pending and not record.broken:
+                        group = groups.setdefault(id(record.store), (record.store, [], []))
+                        group[1].append(record)
+                        group[2].append(record.take(now))
+                for store, owners, writes in groups.values():
+                    try:
+                        errors = await store.append_many(writes)
+                    except _REDIS_FAILURES as exc:
+                        errors = [exc] * len(writes)
+                    for record, error in zip(owners, errors, strict=True):
+                        record.wrote(error)
+                if not self.urgent:
+                    break
         finally:
-            self.writer = None
+            self.task = None
+            if self.dirty:  # what came while this flush was out: the next interval
+                self.timer = self.loop.call_later(settings.REPLAY_FLUSH_MS / 1000, self.start)
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 _records: dict[asyncio.Task[Any], _Record] = {}  # the task streaming each reply that has started
@@ -441,7 +507,9 @@ def cancelled_end(generation: ChatGeneration) -> Frame:
 
 async def drain_writes() -> None:
     """Wait for every buffered frame to be written, and detached replies to end (tests, shutdown)."""
-    while _tasks:
+    flusher = _flusher()
+    while _tasks or flusher.dirty:
+        flusher.start()
         await asyncio.gather(*list(_tasks), return_exceptions=True)
 
 

@@ -328,6 +328,8 @@ WS_AUTH_TIMEOUT_S = envfloat("WS_AUTH_TIMEOUT_S", 5.0, minimum=0.1)
 REPLAY_MAX_FRAMES = envint("REPLAY_MAX_FRAMES", 2048, minimum=1)
 REPLAY_TTL_S = envint("REPLAY_TTL_S", 300, minimum=1)
 REPLAY_GRACE_S = envfloat("REPLAY_GRACE_S", 10.0, minimum=0.0)
+# Frames are written to the buffer together every REPLAY_FLUSH_MS (a reply's start and end at once).
+REPLAY_FLUSH_MS = envint("REPLAY_FLUSH_MS", 25, minimum=1, maximum=1000)
 
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model

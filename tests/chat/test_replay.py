@@ -217,8 +217,8 @@ async def test_the_memory_buffer_keeps_the_last_frames_and_forgets_a_reply_after
     now = [1000.0]
     store = replay.MemoryStore(clock=lambda: now[0])
     frames = [(n, json.dumps({"type": "token", "content": str(n), "n": n}).encode()) for n in range(1, 6)]
-    await store.append("r1", 7, frames, refresh=True)
-    await store.append("r1", 7, [(6, json.dumps({"type": "end", "n": 6}).encode())], refresh=True)
+    await store.append_many([("r1", 7, frames, True)])
+    await store.append_many([("r1", 7, [(6, json.dumps({"type": "end", "n": 6}).encode())], True)])
     snapshot = await store.snapshot("r1")
     assert snapshot == replay.Snapshot(owner_id=7, first_n=4, last_n=6, finished=True)
     follower = replay.Follower(store, "r1", 3)
@@ -227,7 +227,7 @@ async def test_the_memory_buffer_keeps_the_last_frames_and_forgets_a_reply_after
     assert await store.snapshot("r1") is not None
     now[0] += 0.2
     assert await store.snapshot("r1") is None
-    await store.append("r2", 7, frames[:1], refresh=True)  # a new reply sweeps the expired ones
+    await store.append_many([("r2", 7, frames[:1], True)])  # a new reply sweeps the expired ones
     assert set(store.replies) == {"r2"}
 
 
@@ -303,3 +303,23 @@ async def test_an_sse_stream_cut_mid_reply_resumes_with_last_event_id(ollama, us
     frames = seen + [data for _, data in resumed.events()]
     assert numbers(frames) == list(range(1, len(frames) + 1))
     assert text(frames) == "".join(LONG) and frames[-1]["type"] == "end"
+
+
+async def test_without_redis_a_reply_is_kept_and_resumed_in_memory(ollama, user_key, grace):
+    grace.REDIS_URL = ""  # the embedded default: one process, everything in its memory
+    ollama.behaviour.reply_tokens = LONG
+    ollama.behaviour.token_interval_s = 0.03
+    _, key = await user_key()
+    first = await open_socket(key)
+    await first.send_json_to({"type": "message", "content": "long one"})
+    seen = await frames_until_tokens(first, 3)
+    await first.disconnect()
+    request_id = seen[0]["request_id"]
+    assert request_id in replay.replay_store().replies  # type: ignore[attr-defined]
+    second = await open_socket(key)
+    await second.send_json_to({"type": "resume", "request_id": request_id, "after": seen[-1]["n"]})
+    rest = await receive_until(second, "end")
+    await second.disconnect()
+    frames = seen + rest
+    assert numbers(frames) == list(range(1, len(frames) + 1))
+    assert text(frames) == "".join(LONG)
