@@ -147,17 +147,21 @@ class RedisStore:
         return f"{settings.CHANNEL_LAYER_PREFIX}:reply:{request_id}"
 
     async def append_many(self, writes: list[Write]) -> list[Exception | None]:
-        ttl, maxlen = _ms(settings.REPLAY_TTL_S), str(settings.REPLAY_MAX_FRAMES)
+        ttl, keep = _ms(settings.REPLAY_TTL_S), settings.REPLAY_MAX_FRAMES
         counts: list[int] = []
         async with asyncio.timeout(REDIS_TIMEOUT_S), _loop_redis().client.pipeline(transaction=False) as pipe:
             for request_id, owner_id, frames, refresh in writes:
                 key = self._key(request_id)
-                for n, data in frames:
-                    pipe.execute_command("XADD", key, "MAXLEN", maxlen, f"0-{n}", "f", data)
+                # One entry per reply per flush, named after its last frame (so "after n" is an
+                # XREAD from 0-n, with the entry holding n itself filtered on reading), and
+                # trimmed by id: the entries holding the last REPLAY_MAX_FRAMES frames stay.
+                last = frames[-1][0]
+                batch = b"[" + b",".join(data for _, data in frames) + b"]"
+                pipe.execute_command("XADD", key, "MINID", f"0-{max(1, last - keep + 1)}", f"0-{last}", "f", batch)
                 if refresh:  # not with every token: one command per frame is what a token costs
                     pipe.execute_command("SET", f"{key}:owner", str(owner_id), "PX", ttl)
                     pipe.execute_command("PEXPIRE", key, ttl)
-                counts.append(len(frames) + (2 if refresh else 0))
+                counts.append(1 + (2 if refresh else 0))
             results = await pipe.execute(raise_on_error=False)
         errors: list[Exception | None] = []
         start = 0
@@ -176,11 +180,11 @@ class RedisStore:
             owner, first, last = await pipe.execute()
         if owner is None or not first or not last:
             return None
-        last_frame = orjson.loads(last[0][1][b"f"])
+        first_frame, last_frame = orjson.loads(first[0][1][b"f"])[0], orjson.loads(last[0][1][b"f"])[-1]
         return Snapshot(
             owner_id=int(owner),
-            first_n=_entry_n(first[0][0]),
-            last_n=_entry_n(last[0][0]),
+            first_n=int(first_frame["n"]),
+            last_n=int(last_frame["n"]),
             finished=last_frame.get("type") in FINAL_TYPES,
         )
 
@@ -195,7 +199,8 @@ class RedisStore:
                 ),
             )
         entries = replies[0][1] if replies else []
-        return [(_entry_n(entry_id), orjson.loads(fields[b"f"])) for entry_id, fields in entries]
+        frames = [frame for _, fields in entries for frame in orjson.loads(fields[b"f"])]
+        return [(int(frame["n"]), frame) for frame in frames if int(frame["n"]) > after]
 
     async def watch(self, request_id: str, lease_s: float) -> None:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
@@ -210,11 +215,6 @@ class RedisStore:
         async with asyncio.timeout(REDIS_TIMEOUT_S):
             watched, cancel = await _loop_redis().client.mget([f"{key}:watch", f"{key}:cancel"])
         return watched is not None, cancel is not None
-
-
-def _entry_n(entry_id: bytes | str) -> int:
-    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(raw.partition("-")[2])
 
 
 # --- memory --------------------------------------------------------------------------------
@@ -349,7 +349,7 @@ class _Record:
             self.final = frame
         if not self.broken:
             self.pending.append((self.n, orjson.dumps(frame)))
-            _flusher().mark(self, now=final)  # the end goes out at once: followers are waiting for it
+            _flusher().mark(self)
         return frame
 
     def take(self, now: float) -> Write:
@@ -374,36 +374,21 @@ class _Record:
             self.pending = []
             logger.warning("reply %s: its frames cannot be kept (%s)", self.request_id, error)
 
-    async def written(self) -> None:
-        """Wait until what was added so far is written (or the buffer failed)."""
-        flusher = _flusher()
-        while (self.pending or self.in_flight) and not self.broken:
-            flusher.mark(self, now=True)
-            if flusher.task is None:
-                return
-            await asyncio.wait([flusher.task])  # shields it: a cancelled reply does not cancel the write
-
 
 class _Flusher:
-    """One event loop's replies with frames to write: written together, in one pipeline, every
-    REPLAY_FLUSH_MS (an end, or a start whose client is waiting, at once). A token costs its
-    reply a list append; the process pays one Redis round trip per interval, however many replies."""
+    """One event loop's replies with frames to write: written together every REPLAY_FLUSH_MS, in one
+    pipeline, one stream entry per reply. A token costs its reply a list append; the process pays
+    one Redis round trip per interval, however many replies."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.dirty: dict[_Record, None] = {}  # insertion-ordered set
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
-        self.urgent = False
 
-    def mark(self, record: _Record, *, now: bool) -> None:
+    def mark(self, record: _Record) -> None:
         self.dirty[record] = None
-        if self.task is not None:
-            self.urgent = self.urgent or now  # the flush that is out goes round again at once
-            return
-        if now:
-            self.start()
-        elif self.timer is None:
+        if self.task is None and self.timer is None:
             self.timer = self.loop.call_later(settings.REPLAY_FLUSH_MS / 1000, self.start)
 
     def start(self) -> None:
@@ -416,8 +401,7 @@ class _Flusher:
 
     async def _flush(self) -> None:
         try:
-            while self.dirty:
-                self.urgent = False
+            if self.dirty:
                 records, now = list(self.dirty), self.loop.time()
                 self.dirty.clear()
                 groups: dict[int, tuple[ReplayStore, list[_Record], list[Write]]] = {}
@@ -433,8 +417,6 @@ class _Flusher:
                         errors = [exc] * len(writes)
                     for record, error in zip(owners, errors, strict=True):
                         record.wrote(error)
-                if not self.urgent:
-                    break
         finally:
             self.task = None
             if self.dirty:  # what came while this flush was out: the next interval
@@ -468,15 +450,8 @@ async def numbered(generation: ChatGeneration) -> AsyncGenerator[Frame, None]:
     try:
         try:
             async for frame in inner:
-                if record.n == 0:
-                    if task is not None:
-                        _records[task] = record
-                    # The start is kept before the client has its request_id: a resume can always
-                    # find the reply (the model is writing its first token meanwhile).
-                    first = record.add(frame)
-                    await record.written()
-                    yield first
-                    continue
+                if record.n == 0 and task is not None:
+                    _records[task] = record
                 yield record.add(frame)
         except Exception:
             if record.n == 0:
@@ -507,10 +482,13 @@ def cancelled_end(generation: ChatGeneration) -> Frame:
 
 async def drain_writes() -> None:
     """Wait for every buffered frame to be written, and detached replies to end (tests, shutdown)."""
-    flusher = _flusher()
-    while _tasks or flusher.dirty:
+    flusher, loop = _flusher(), asyncio.get_running_loop()
+    while True:
         flusher.start()
-        await asyncio.gather(*list(_tasks), return_exceptions=True)
+        mine = [task for task in _tasks if task.get_loop() is loop]
+        if not mine and not flusher.dirty:
+            return
+        await asyncio.gather(*mine, return_exceptions=True)
 
 
 # --- grace -----------------------------------------------------------------------------------
@@ -644,10 +622,20 @@ async def follow(*, request_id: object, owner_id: int, after: object) -> Followe
     after = _after_validate(after)
     request_id = _request_id_validate(request_id)
     store = replay_store()
+    loop = asyncio.get_running_loop()
+    # A reply's frames reach the buffer a flush after its client got them: a client that resumes
+    # at once may ask before its reply's start is there. Not found is answered after a while,
+    # however the id misses (unknown, or someone else's: the same wait, so it tells nothing).
+    give_up = loop.time() + max(0.5, 20 * settings.REPLAY_FLUSH_MS / 1000)
     try:
-        snapshot = await store.snapshot(request_id)
-        if snapshot is not None and snapshot.owner_id == owner_id:
-            await store.watch(request_id, _lease_s())  # before the first read: the grace cannot end meanwhile
+        while True:
+            snapshot = await store.snapshot(request_id)
+            if snapshot is not None and snapshot.owner_id == owner_id:
+                await store.watch(request_id, _lease_s())  # before the first read: the grace cannot end meanwhile
+                break
+            if loop.time() >= give_up:
+                break
+            await asyncio.sleep(settings.REPLAY_FLUSH_MS / 1000)
     except _REDIS_FAILURES:
         raise ResumeUnavailable("The reply's frames cannot be read right now.", status=503) from None
     if snapshot is None or snapshot.owner_id != owner_id:

@@ -159,6 +159,7 @@ async def test_bad_resume_frames_get_an_error_and_the_socket_stays_open(ollama, 
     await ws.send_json_to({"type": "message", "content": "un deux"})
     frames = await receive_until(ws, "end")
     assert frames[-1]["n"] == 5
+    await replay.drain_writes()  # its end is in the buffer: the reply is known to be finished
     if frame.get("request_id") == "R":
         frame = {**frame, "request_id": frames[0]["request_id"]}
     await ws.send_json_to(frame)
@@ -187,7 +188,9 @@ async def test_the_buffer_keeps_the_last_frames_with_a_ttl_and_refuses_a_resume_
 ):
     settings.REPLAY_MAX_FRAMES = 4
     settings.REPLAY_TTL_S = 60
+    settings.REPLAY_FLUSH_MS = 1  # a write per token here, so that there is something to trim
     ollama.behaviour.reply_tokens = [f" t{i}" for i in range(10)]
+    ollama.behaviour.token_interval_s = 0.05
     _, key = await user_key()
     ws = await open_socket(key)
     await ws.send_json_to({"type": "message", "content": "ten"})
@@ -198,7 +201,10 @@ async def test_the_buffer_keeps_the_last_frames_with_a_ttl_and_refuses_a_resume_
     client = redis.asyncio.Redis.from_url(django_settings.REDIS_URL)
     stream = f"{django_settings.CHANNEL_LAYER_PREFIX}:reply:{frames[0]['request_id']}"
     try:
-        assert await client.xlen(stream) == 4
+        entries = await client.xrange(stream)
+        kept = [frame["n"] for _, fields in entries for frame in json.loads(fields[b"f"])]
+        # Whole writes are kept: those holding the last 4 frames, and nothing older.
+        assert kept[-4:] == [9, 10, 11, 12] and kept[0] > 6 and len(entries) <= 4
         for key_name in (stream, f"{stream}:owner"):
             assert 0 < await client.pttl(key_name) <= 60_000
     finally:
