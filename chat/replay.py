@@ -3,19 +3,21 @@
 **Numbers.** Every frame of a reply (`start`, `token`..., then `end` or `error`) carries `n`:
 1, 2, 3 ... in the order the reply's client gets them (on SSE `n` is also the event's `id:`).
 `numbered(generation)` wraps `ChatGeneration.frames()` for the edges (chat/consumers.py,
-chat/sse.py): it numbers each frame and hands it to the reply's writer, which appends it to the
-buffer off the token path: a frame is sent to the client at once; what piles up while the
-reply's previous write is out goes in its next one, and the writes of all the replies of a
-process go to Redis together, one pipeline per batch (accounts.batching). A failure after the
+chat/sse.py): it numbers each frame and appends it to the reply's pending list, off the token
+path: a frame is sent to the client at once, and one flusher per process writes every reply's
+pending frames every REPLAY_FLUSH_MS, all in one Redis pipeline. A failure after the
 start (the reply's write, a bug) becomes a numbered `internal_error` frame here, so that the
 buffer ends as the client's stream does; a reply stopped by its client (cancel, disconnect, a
 grace that ran out) gets a numbered `end` with `done_reason: cancelled` in the buffer.
 
 **Buffer.** With REDIS_URL: one Redis stream per reply, `<CHANNEL_LAYER_PREFIX>:reply:<request_id>`,
-whose entry ids are `0-<n>` (so a read "after n" is XREAD from `0-<n>`), trimmed to
-REPLAY_MAX_FRAMES, and `…:owner` (the user id); both expire REPLAY_TTL_S after the reply's last
-frame. Any web process reads it: a client may resume on another process than the one that
-generates. Without Redis (the embedded default, one process): the same in process memory.
+one entry per flush (its frames as a JSON array, id `0-<its last n>`: a read "after n" is XREAD
+from `0-<n>`, less the frames up to n), trimmed by id to the entries holding the last
+REPLAY_MAX_FRAMES frames, and `…:owner` (the user id); both expire REPLAY_TTL_S after the reply's
+last frame. A client may ask before its reply's first write: a resume that does not find its
+reply looks again for up to half a second before `not_found`. Any web process reads it: a
+client may resume on another process than the one that generates. Without Redis (the embedded
+default, one process): the same in process memory.
 
 **Resume** (`follow`): the reply's owner (the same user, by any of her keys or her session) asks
 for the frames after `after`; she gets those kept, then the rest as they come, then `end` (or
