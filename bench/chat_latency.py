@@ -39,7 +39,7 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-DB_NAME = "eva_bench_chat"
+DB_NAME = os.environ.get("BENCH_DB_NAME", "eva_bench_chat")  # one per concurrent run
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 TOKENS = 20

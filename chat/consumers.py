@@ -1,10 +1,12 @@
 """/ws/chat: the WebSocket protocol of DESIGN.md.
 
-Client frames: message, cancel, clear, ping. Server frames: start, token..., audio + binary,
-end, error, cleared, pong. One generation at a time per socket: a message sent while a
-reply is streaming gets the error `busy` (the client may cancel first). The generation runs
-in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
-Every bad frame gets an error frame and the socket stays open; a bad credential closes it
+Client frames: message, cancel, clear, ping, resume. Server frames: start, token..., audio +
+binary, end, error, cleared, pong. A reply's frames are numbered and kept (chat/replay.py): a
+socket that drops after a reply's start leaves it running for REPLAY_GRACE_S, and `resume` on
+any socket of the same user picks it up after the frame it names. One generation at a time per
+socket: a message sent while a reply is streaming gets the error `busy` (the client may cancel
+first). The generation runs in a task this consumer owns, so cancel and disconnect stop it (and
+its upstream request). Every bad frame gets an error frame and the socket stays open; a bad credential closes it
 with 4401, a cookie from a foreign Origin with 4403. A credential that goes while the socket is
 open (a revoked key, a deactivated user, a logged-out session: accounts.revocation) closes it
 with an error frame and 4401 within moments, and its next frame is refused whatever the watcher
@@ -36,13 +38,13 @@ from accounts.revocation import (
     socket_close,
     socket_open,
 )
-from chat import drain
+from chat import drain, replay
 from chat.generation import ChatGeneration, ChatRequest
 from chat.services import session_clear, session_id_validate
 
 logger = logging.getLogger("chat.consumers")
 
-CLIENT_TYPES = ("message", "cancel", "clear", "ping")
+CLIENT_TYPES = ("message", "cancel", "clear", "ping", "resume")
 MAX_FRAME_CHARS = 64_000  # far above any valid message (CHAT_MAX_MESSAGE_CHARS of text + JSON)
 
 
@@ -52,6 +54,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # An alias that is not configured makes Channels skip the layer for this consumer.
     channel_layer_alias = "chat-sockets-need-no-layer"
     generation: ChatGeneration | None = None
+    following: replay.Follower | None = None  # a resumed reply (chat/replay.py)
     task: asyncio.Task[None] | None = None
     open_socket: OpenSocket | None = None  # registered under its credentials once accepted
     ending = False  # closing or closed: no new work
@@ -91,7 +94,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.ending = True
         drain.stream_closed(self)
-        await self._stop_task()
+        if not replay.detach(self.task):  # a reply that started goes on for its grace, for a resume
+            await self._stop_task()
         if self.open_socket is not None:
             await socket_close(self.open_socket)
 
@@ -167,7 +171,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # Frames that act on stored data ask Redis whether the credential still stands (a
             # message's generation asks it beside its rate limit); the others rely on what this
             # process knows, which costs nothing.
-            if frame["type"] == "clear":
+            if frame["type"] in ("clear", "resume"):
                 await socket_check(self.open_socket, ask_redis=True)
             await handler(frame)
         except SocketRevoked as exc:
@@ -204,11 +208,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.end_restarting()
             return
         speech = self._speech(frame.get("voice_name")) if voice else None
+        self.following = None
         self.generation = ChatGeneration(request, speech=speech, admission=self._credential_stands)
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
         task, generation = self.task, self.generation
+        if self.following is not None and task is not None and not task.done():
+            await self.following.cancel()  # its generation stops; its end (cancelled) comes through the resume
+            return
         if task is None or task.done() or generation is None:
             await self.send_error("nothing_to_cancel", "No reply is streaming.")
             return
@@ -216,7 +224,19 @@ class ChatConsumer(AsyncWebsocketConsumer):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if task.cancelled():  # else it had just ended and sent its own end frame
-            await self.send_json(generation.end_frame("cancelled"))
+            await self.send_json(replay.cancelled_end(generation))
+
+    async def on_resume(self, frame: dict[str, Any]) -> None:
+        if self.task is not None and not self.task.done():
+            await self.send_error("busy", "A reply is still streaming: wait for its end, or send cancel first.")
+            return
+        following = await replay.follow(
+            request_id=frame.get("request_id"), owner_id=self.user_id, after=frame.get("after", 0)
+        )
+        if self.ending:
+            return
+        self.generation, self.following = None, following
+        self.task = asyncio.create_task(following.relay(self.send_json), name=f"resume-{following.request_id}")
 
     async def on_clear(self, frame: dict[str, Any]) -> None:
         session_id = session_id_validate(frame.get("session_id", "default"))
@@ -229,10 +249,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- the generation task ----------------------------------------------------------
     async def _relay(self, generation: ChatGeneration) -> None:
-        frames = generation.frames()
+        frames = replay.numbered(generation)
         try:
             async for frame in frames:
-                await self.send_json(frame)
+                if not self.ending:  # gone: the reply goes on for a resume (replay.detach)
+                    await self.send_json(frame)
         except SocketRevoked as exc:  # refused at admission: nothing was asked or stored
             await self.end_revoked(exc.code)
         except EvaError as exc:

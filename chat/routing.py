@@ -9,6 +9,7 @@ from django.urls import path, re_path
 
 from chat.api import CHAT_STREAM_PATH
 from chat.consumers import ChatConsumer
+from chat.replay_sse import chat_resume_app
 from chat.sse import AsgiApp, StreamSwitch, chat_stream_app
 
 
@@ -35,6 +36,7 @@ def http_urlpatterns(*, django_app: AsgiApp) -> list[Any]:
     legacy_stream = chat_stream_app(session_auth=False)  # the legacy POST /chat takes API keys only
     return [
         asgi_path(CHAT_STREAM_PATH.lstrip("/"), stream),
+        asgi_path(CHAT_STREAM_PATH.lstrip("/") + "/<str:request_id>", chat_resume_app()),  # chat/replay_sse.py
         asgi_path("api/v1/chat", StreamSwitch(stream=stream, other=django_app)),
         asgi_path("chat", StreamSwitch(stream=legacy_stream, other=django_app)),
     ]

@@ -26,7 +26,8 @@ Origin with every POST, so the check stands in for Django's CSRF token.
 A consumer handles one ASGI message at a time, so the response runs in a task this consumer owns:
 `http.disconnect` (the client went away, or, as ASGI servers send once the response is complete,
 the end) cancels the task if it still runs, which closes the generation and its upstream request
-to the model, and stops the consumer.
+to the model, and stops the consumer; a reply that had started goes on instead for REPLAY_GRACE_S,
+unsent, for a resume (`GET /api/v1/chat/stream/{request_id}`: chat/replay.py, chat/replay_sse.py).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from accounts.api_keys import api_key_authenticate_bounded
 from accounts.errors import AuthenticationFailed, EvaError, InvalidInput, PermissionDenied, RateLimited, error_body
 from accounts.models import Scope
 from accounts.ws_auth import origin_allowed, presented_api_key
-from chat import drain
+from chat import drain, replay
 from chat.api import ChatIn
 from chat.generation import ChatGeneration, ChatRequest
 
@@ -82,7 +83,9 @@ _STREAM_FLAG = pydantic.TypeAdapter(bool)  # the same lax booleans as ChatIn.str
 
 
 def sse_event(frame: dict[str, Any]) -> bytes:
-    """One frame as a Server-Sent Event named after its type."""
+    """One frame as a Server-Sent Event named after its type; a reply's numbered frame has its `id:`."""
+    if "n" in frame:  # chat/replay.py: a client that lost the stream resumes after its Last-Event-ID
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (frame["n"], frame["type"].encode(), orjson.dumps(frame))
     return b"event: %s\ndata: %s\n\n" % (frame["type"].encode(), orjson.dumps(frame))
 
 
@@ -209,6 +212,7 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         self.task: asyncio.Task[None] | None = None
         self.generation: ChatGeneration | None = None
         self.streaming = False  # the 200 and its headers went out
+        self.gone = False  # the client went away: a detached reply goes on without sending (chat/replay.py)
 
     # --- ASGI messages -------------------------------------------------------------------
     async def http_request(self, message: HTTPRequestEvent) -> None:
@@ -234,7 +238,10 @@ class ChatStreamConsumer(AsyncHttpConsumer):
     async def http_disconnect(self, message: HTTPDisconnectEvent) -> None:
         """The client went away, or the response is complete: stop the stream if it still runs."""
         task = self.task
-        if task is not None:
+        self.gone = True
+        if task is not None and replay.detach(task):
+            pass  # the reply goes on for its grace, for a resume; the consumer ends now
+        elif task is not None:
             if not task.done():
                 task.cancel()
             await asyncio.wait([task])  # the stream's cleanup (upstream closed, partial stored) first
@@ -268,7 +275,7 @@ class ChatStreamConsumer(AsyncHttpConsumer):
     async def _respond(self, body: bytes) -> None:
         try:
             generation = self.generation = ChatGeneration(await self._chat_request(body))
-            frames = generation.frames()
+            frames = replay.numbered(generation)
             try:
                 first = await anext(frames)  # raises EvaError (429/503) before anything is sent
             except BaseException:
@@ -287,7 +294,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
             try:
                 await self.send_body(sse_event(first), more_body=True)
                 async for frame in frames:
-                    await self.send_body(sse_event(frame), more_body=True)
+                    if not self.gone:
+                        await self.send_body(sse_event(frame), more_body=True)
             except Exception:
                 logger.exception("chat stream %s failed", generation.request_id)
                 error = {
@@ -297,7 +305,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
                     "request_id": generation.request_id,
                 }
                 await self.send_body(sse_event(error), more_body=True)
-        await self.send_body(b"")
+        if not self.gone:
+            await self.send_body(b"")
 
     async def _chat_request(self, body: bytes) -> ChatRequest:
         user_id, api_key_id = await self._caller()

@@ -330,6 +330,18 @@ WS_AUTH_TIMEOUT_S = envfloat("WS_AUTH_TIMEOUT_S", 5.0, minimum=0.1)
 # (evaproject/restart.py); keep it under the process manager's grace period (Kubernetes: 30 s).
 DRAIN_TIMEOUT_S = envfloat("DRAIN_TIMEOUT_S", 10.0, minimum=0.0)
 
+# --- resumable replies (issue #17, item 3: chat/replay.py) ----------------------------------
+# Every frame of a reply is kept for a client that lost its socket or SSE stream: in Redis (a
+# stream per reply) with REDIS_URL, so that any web process can resume it; else in memory.
+# REPLAY_MAX_FRAMES: frames kept per reply (the oldest go first); REPLAY_TTL_S: how long a reply's
+# frames are kept after its last one; REPLAY_GRACE_S: how long a reply whose client dropped keeps
+# generating with nobody resuming it (0: stopped at once, as before), after which it is kept as partial.
+REPLAY_MAX_FRAMES = envint("REPLAY_MAX_FRAMES", 2048, minimum=1)
+REPLAY_TTL_S = envint("REPLAY_TTL_S", 300, minimum=1)
+REPLAY_GRACE_S = envfloat("REPLAY_GRACE_S", 10.0, minimum=0.0)
+# Frames are written to the buffer together every REPLAY_FLUSH_MS (a reply's start and end at once).
+REPLAY_FLUSH_MS = envint("REPLAY_FLUSH_MS", 25, minimum=1, maximum=1000)
+
 # --- voice ------------------------------------------------------------------------------
 MMS_TTS_MODEL = envstr("MMS_TTS_MODEL", "facebook/mms-tts-fra")  # the default voice's model
 TTS_DEFAULT_VOICE = envstr("TTS_DEFAULT_VOICE", "fra")

@@ -6,6 +6,7 @@ import { ConversationList, UNTITLED, titleFrom, titleOf } from "./conversations.
 import { Outbox, markNotSent } from "./outbox.js";
 import { ChatSocket } from "./socket.js";
 import { ReplyStream } from "./replies.js";
+import { ReplyResumer } from "./resume.js";
 import { historyMessage, threadHooks, userMessage } from "./thread.js";
 import { VoicePlayer } from "./voice.js";
 
@@ -91,6 +92,8 @@ const outbox = new Outbox({
   onFailed: () => announce("A message could not be sent."),
   boundMs: config.sendBoundMs || 20000,
 });
+
+const resumer = new ReplyResumer({ socket, replies });
 
 // --- small page helpers -----------------------------------------------------------------
 
@@ -409,7 +412,9 @@ function conversationForDraft(content) {
   return state.creating;
 }
 
-function handleFrame(frame) {
+function handleFrame(received) {
+  const frame = resumer.accept(received); // a reply resumed after a drop: resume.js
+  if (!frame) return;
   if (frame.type === "cleared") {
     if (frame.session_id === state.sessionId) openConversation(state.sessionId);
     return;
@@ -431,8 +436,11 @@ function handleSocketState({ state: socketState, delayMs }) {
     closed: "Disconnected.",
   };
   ui.statusText.textContent = texts[socketState] || socketState;
-  if (socketState === "waiting") replies.connectionLost();
-  if (socketState === "open") outbox.pump();
+  if (socketState === "waiting" && !resumer.holdReply()) replies.connectionLost();
+  if (socketState === "open") {
+    resumer.connected(); // a reply cut by the drop resumes first (resume.js) ...
+    outbox.pump(); // ... then queued messages go, once no reply is in flight (outbox.js)
+  }
   if (socketState === "unauthenticated") {
     location.assign(`${config.loginUrl}?next=${encodeURIComponent(location.pathname + location.search)}`);
   }
@@ -521,5 +529,5 @@ async function boot() {
 }
 
 // Tests and curious people can look at the state; nothing on the page depends on this.
-window.eva = { socket, state, player, replies, outbox };
+window.eva = { socket, state, player, replies, outbox, resumer };
 boot();

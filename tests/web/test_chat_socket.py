@@ -97,14 +97,25 @@ async def test_the_page_reconnects_after_the_connection_drops(page, logged_in, o
     await expect(last_reply(page).locator(".message-body")).to_have_text("Echo: Back online?")
 
 
-async def test_a_reply_cut_by_a_dropped_connection_offers_a_retry(page, logged_in, ollama_behaviour):
+async def test_a_reply_cut_by_a_dropped_connection_that_cannot_be_resumed_offers_a_retry(
+    page, logged_in, ollama_behaviour
+):
     ollama_behaviour.reply_tokens = [f" t{i}" for i in range(40)]
     ollama_behaviour.token_interval_s = 0.1
     routes = []
 
     async def pass_through(route):
         routes.append(route)
-        route.connect_to_server()
+        server = route.connect_to_server()
+
+        def forward(message):
+            frame = json.loads(message)
+            if frame["type"] == "resume":  # as a server that no longer has the reply answers
+                route.send(json.dumps({"type": "error", "code": "not_found", "message": "No reply to resume."}))
+            else:
+                server.send(message)
+
+        route.on_message(forward)
 
     await page.route_web_socket(WS_URL, pass_through)
     await logged_in("alice")
@@ -112,6 +123,7 @@ async def test_a_reply_cut_by_a_dropped_connection_offers_a_retry(page, logged_i
     await send(page, "Long one please")
     reply = last_reply(page)
     await expect(reply.locator(".message-body")).to_contain_text("t2")
+    # The page asks to resume the reply (static/chat/resume.js); the server no longer has it.
     await routes[0].close(code=1012, reason="server restart")
     await expect(reply).to_have_attribute("data-error-code", "connection_lost")
     await expect(reply.locator(".message-body")).to_contain_text("t2")  # what came is kept
