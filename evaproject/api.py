@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -12,13 +12,52 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 
 from accounts.errors import EvaError, RateLimited, error_body
 from accounts.validation import INVALID_TEXT_CODE
 
 logger = logging.getLogger("evaproject.api")
 
-api = NinjaAPI(
+
+class EvaAPI(NinjaAPI):
+    """Ninja's API with what its schema cannot infer (docs/architecture.md, "The REST schema"):
+
+    - paths served outside Django (the chat stream, a Channels consumer) and the schemas they
+      refer to, registered by the app that serves them (`extra_paths`, `extra_schemas`);
+    - 500 `internal_error` (on_unexpected), which any operation can answer, on every operation;
+    - response keys as strings only: an app's `openapi_extra` with the integer keys that Ninja
+      uses merges into Ninja's entries instead of adding a second "200" to the JSON.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra_paths: dict[str, dict[str, Any]] = {}
+        self.extra_schemas: dict[str, dict[str, Any]] = {}
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema["paths"].update(self.extra_paths)
+        schema["components"].setdefault("schemas", {}).update(self.extra_schemas)
+        for path_item in schema["paths"].values():
+            for operation in path_item.values():
+                responses: dict[str, Any] = {}
+                for status, response in operation.get("responses", {}).items():
+                    merged = responses.setdefault(str(status), {})
+                    merged.update(response)
+                responses.setdefault("500", _INTERNAL_ERROR)
+                operation["responses"] = responses
+        return schema
+
+
+_INTERNAL_ERROR = {
+    "description": "Something failed on EVA's side (code internal_error); the error is logged",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+}
+
+api = EvaAPI(
     title="EVA API",
     version="1.0.0",
     description="Chat with a local LLM (Ollama, Groq fallback), text-to-speech, and latency metrics.",
@@ -118,7 +157,7 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 def register_routers() -> None:
     """Attach every app's router once (called from urls.py)."""
     from accounts.keys_api import router as keys_router
-    from chat.api import legacy_router
+    from chat.api import chat_stream_openapi, legacy_router
     from chat.api import router as chat_router
     from metrics.api import router as metrics_router
     from voice.api import router as voice_router
@@ -128,3 +167,10 @@ def register_routers() -> None:
     api.add_router("/v1/", voice_router)
     api.add_router("/v1/", metrics_router)
     legacy_api.add_router("", legacy_router)
+    # The chat stream is served by a Channels consumer (chat/sse.py); its operation is described
+    # by hand, with the security schemes of POST /api/v1/chat, which takes the same credentials.
+    schemes = ("AsyncApiKeyHeaderAuth", "AsyncApiKeyBearerAuth", "BrowserSessionAuth")
+    security: list[dict[str, list[str]]] = [{scheme: []} for scheme in schemes]
+    paths, schemas = chat_stream_openapi(security=security)
+    api.extra_paths.update(paths)
+    api.extra_schemas.update(schemas)
