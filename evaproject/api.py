@@ -15,6 +15,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.schema import OpenAPISchema
 
 from accounts.errors import EvaError, RateLimited, error_body
+from accounts.ratelimit import current_rate_limit, rate_limit_headers
 from accounts.validation import INVALID_TEXT_CODE
 
 logger = logging.getLogger("evaproject.api")
@@ -28,12 +29,28 @@ class EvaAPI(NinjaAPI):
     - 500 `internal_error` (on_unexpected), which any operation can answer, on every operation;
     - response keys as strings only: an app's `openapi_extra` with the integer keys that Ninja
       uses merges into Ninja's entries instead of adding a second "200" to the JSON.
+
+    Its answers to a request that was counted against the rate limits (chat; speech sets its own)
+    carry X-RateLimit-Limit, -Remaining and -Reset (accounts.ratelimit.rate_limit_headers).
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.extra_paths: dict[str, dict[str, Any]] = {}
         self.extra_schemas: dict[str, dict[str, Any]] = {}
+
+    def create_response(
+        self,
+        request: HttpRequest,
+        data: Any,
+        *,
+        status: int | None = None,
+        temporal_response: HttpResponse | None = None,
+    ) -> HttpResponse:
+        response = super().create_response(request, data, status=status, temporal_response=temporal_response)
+        for name, value in rate_limit_headers(current_rate_limit()).items():
+            response[name] = value
+        return response
 
     def get_openapi_schema(
         self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None

@@ -26,6 +26,7 @@ from django.conf import settings
 from accounts.api_keys import api_key_authenticate_async
 from accounts.errors import AuthenticationFailed, EvaError, RateLimited
 from accounts.models import Scope
+from accounts.ratelimit import current_rate_limit, rate_limit_headers
 from accounts.ws_auth import presented_api_key
 from chat.llm.base import StreamFailed
 from openai_api.completion import Completion, CompletionRequest, chat_models, messages_from, options_from
@@ -137,11 +138,11 @@ class OpenAIConsumer(AsyncHttpConsumer):
     # --- answers ---------------------------------------------------------------------------
     async def start_response(self, status: int, headers: Headers) -> None:
         self.headers_sent = True
-        await self.send_headers(status=status, headers=headers)
+        await self.send_headers(status=status, headers=[*headers, *_rate_limit_headers()])
 
     async def send_json(self, status: int, body: dict[str, Any], headers: Headers = ()) -> None:
         self.headers_sent = True
-        all_headers = [*JSON_HEADERS, *headers]
+        all_headers = [*JSON_HEADERS, *headers, *_rate_limit_headers()]
         await self.send_response(status, orjson.dumps(body), headers=all_headers)
 
     async def send_error(self, exc: EvaError, headers: Headers = ()) -> None:
@@ -151,6 +152,12 @@ class OpenAIConsumer(AsyncHttpConsumer):
         if exc.status == 401:
             extra.append((b"www-authenticate", b'Bearer realm="eva"'))
         await self.send_json(error_status(exc), error_body(exc), extra)
+
+
+def _rate_limit_headers() -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-* of this request's check (accounts.ratelimit), as ASGI headers; none before it."""
+    headers = rate_limit_headers(current_rate_limit())
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 class ChatCompletionsConsumer(OpenAIConsumer):

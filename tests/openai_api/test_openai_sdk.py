@@ -251,9 +251,14 @@ def test_the_rate_limit_is_429_with_retry_after(server, make_key, ollama_behavio
     client = sdk(server, make_key())
     models = client.models.list()  # not counted: only completions and speech are
     assert models.data
+    remaining = []
     for _ in range(PER_KEY_LIMIT):
-        client.chat.completions.create(model="eva", messages=MESSAGES, max_tokens=5)
+        raw = client.chat.completions.with_raw_response.create(model="eva", messages=MESSAGES, max_tokens=5)
+        assert raw.headers["x-ratelimit-limit"] == str(PER_KEY_LIMIT)
+        remaining.append(int(raw.headers["x-ratelimit-remaining"]))
+    assert remaining == list(range(PER_KEY_LIMIT - 1, -1, -1))
     with pytest.raises(openai.RateLimitError) as limited:
         client.chat.completions.create(model="eva", messages=MESSAGES)
     assert limited.value.status_code == 429 and limited.value.code == "rate_limit_exceeded"
-    assert int(limited.value.response.headers["retry-after"]) >= 1
+    headers = limited.value.response.headers
+    assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-remaining"] == "0"
