@@ -61,13 +61,14 @@ for i, key in ipairs(KEYS) do
     redis.call('LPUSH', key, ARGV[1])
     redis.call('LTRIM', key, 0, size - 1)
     redis.call('EXPIRE', key, math.ceil(window))
-    local counted, oldest = 0, now
-    for _, at in ipairs(redis.call('LRANGE', key, 0, -1)) do
-        local t = tonumber(at)
-        if t > now - window then
-            counted, oldest = counted + 1, t
-        end
+    -- Drop what has left the window (the oldest are last; each entry is dropped once): then
+    -- the list holds exactly the requests in the window, and its last is the oldest of them.
+    local last = tonumber(redis.call('LINDEX', key, -1))
+    while last <= now - window do
+        redis.call('RPOP', key)
+        last = tonumber(redis.call('LINDEX', key, -1))
     end
+    local counted, oldest = redis.call('LLEN', key), last
     if least == nil or size - counted < least then
         tightest, least, reset = i, size - counted, oldest + window
     end

@@ -65,10 +65,32 @@ class EvaAPI(NinjaAPI):
                     merged = responses.setdefault(str(status), {})
                     merged.update(response)
                 responses.setdefault("500", _INTERNAL_ERROR)
+                if "429" in responses:  # counted against the rate limits: say where the caller stands
+                    for status, response in responses.items():
+                        if status.startswith("2") or status == "429":
+                            headers = response.setdefault("headers", {})
+                            headers.update(_RATE_LIMIT_HEADERS)
+                            if status == "429":
+                                headers["Retry-After"] = _RETRY_AFTER
                 operation["responses"] = responses
         return schema
 
 
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "The tighter of the caller's limits (per key, per user): requests per window",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests left in that limit's moving window",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the oldest counted request leaves the window (a place frees)",
+        "schema": {"type": "integer"},
+    },
+}
+_RETRY_AFTER = {"description": "Seconds to wait before retrying", "required": True, "schema": {"type": "integer"}}
 _INTERNAL_ERROR = {
     "description": "Something failed on EVA's side (code internal_error); the error is logged",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},

@@ -33,7 +33,8 @@ from accounts.api_keys import ALL_SCOPES, api_key_create
 from accounts.models import Scope
 from tests.live_server import ROOT, LiveServer, start_daphne, stop_process
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The first speech loads torch and the voice in the server's worker: minutes on a loaded 2-vCPU box.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 REQUIREMENTS = ROOT / "tests" / "openapi-client-requirements.txt"
 # audio/wav is a binary body: the generator's documented override maps it to its bytes type.

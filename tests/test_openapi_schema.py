@@ -80,9 +80,16 @@ def test_every_operation_declares_its_error_statuses_with_the_error_body(schema)
                 assert "schema" in content, (where, status, media_type)  # else clients parse nothing
 
 
-def test_the_rate_limited_operations_declare_429_and_503(schema):
-    for path in ("/api/v1/chat", "/api/v1/chat/stream", "/api/v1/tts"):
-        assert {"429", "503"} <= set(schema["paths"][path]["post"]["responses"]), path
+def test_the_rate_limited_operations_declare_429_and_503_and_the_rate_limit_headers(schema):
+    limited = {"/api/v1/chat", "/api/v1/chat/stream", "/api/v1/tts"}
+    for path in limited:
+        responses = schema["paths"][path]["post"]["responses"]
+        assert {"429", "503"} <= set(responses), path
+        assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(responses["200"]["headers"])
+        assert responses["429"]["headers"]["Retry-After"]["required"] is True
+    for method, path, operation in operations(schema):
+        if path not in limited:
+            assert "429" not in operation["responses"], (method, path)
 
 
 def test_speech_is_declared_as_binary_wav(schema):

@@ -24,7 +24,8 @@ from accounts.models import Scope
 from metrics.models import RequestMetric
 from tests.live_server import LiveServer, start_daphne, stop_process
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The first speech loads torch and the voice in the server's worker: minutes on a loaded 2-vCPU box.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 PER_KEY_LIMIT = 8  # per minute: the 429 test reaches it with a key of its own
 
