@@ -263,3 +263,20 @@ def test_the_rate_limit_is_429_with_retry_after(server, make_key, ollama_behavio
     assert limited.value.status_code == 429 and limited.value.code == "rate_limit_exceeded"
     headers = limited.value.response.headers
     assert int(headers["retry-after"]) >= 1 and headers["x-ratelimit-remaining"] == "0"
+
+
+def test_a_model_failing_in_the_middle_of_the_reply(server, make_key, ollama_behaviour):
+    ollama_behaviour.mode = "error_mid_stream"  # an error line after two tokens
+    client = sdk(server, make_key())
+    with pytest.raises(openai.InternalServerError) as whole:
+        client.chat.completions.create(model="eva", messages=MESSAGES)
+    assert whole.value.status_code == 502 and whole.value.code == "upstream_error"
+    stream = client.chat.completions.create(model="eva", messages=MESSAGES, stream=True)
+    received = []
+    with pytest.raises(openai.APIError) as streamed:
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert "stopped in the middle of the reply" in streamed.value.message
+    assert "".join(received)  # the tokens before the failure arrived
+    rows = metric_rows(2)
+    assert [(row.status, row.error_code) for row in rows] == [("error", "upstream_error")] * 2
