@@ -280,3 +280,23 @@ def test_a_model_failing_in_the_middle_of_the_reply(server, make_key, ollama_beh
     assert "".join(received)  # the tokens before the failure arrived
     rows = metric_rows(2)
     assert [(row.status, row.error_code) for row in rows] == [("error", "upstream_error")] * 2
+
+
+async def test_a_client_that_goes_away_stops_the_model(server, make_key, ollama_behaviour, web_ollama):
+    import httpx
+    from asgiref.sync import sync_to_async
+
+    ollama_behaviour.reply_tokens = [f"word{i} " for i in range(200)]
+    ollama_behaviour.token_interval_s = 0.05
+    key = await sync_to_async(make_key)()
+    body = {"model": "eva", "messages": MESSAGES, "stream": True}
+    async with httpx.AsyncClient(timeout=30) as client, client.stream(
+        "POST", f"{server.url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as answer:
+        lines = answer.aiter_lines()
+        while "word0" not in await anext(lines):
+            pass
+        # Leaving the block closes the connection in the middle of the reply.
+    assert await web_ollama.last_chat_hung_up(within_s=15)
+    [row] = await sync_to_async(metric_rows)(1)
+    assert (row.status, row.error_code) == ("cancelled", "cancelled") and row.tokens_out < 200
