@@ -105,6 +105,118 @@ async def chat_reply(request: HttpRequest, payload: ChatIn) -> HttpResponse | di
     }
 
 
+# --- the streamed reply, as the schema describes it -----------------------------------------
+# POST /api/v1/chat/stream is served by a Channels consumer (chat/sse.py), not by Ninja: its
+# operation and the frames it sends are registered with the API's schema by hand
+# (evaproject.api.register_routers).
+class StartFrame(Schema):
+    type: Literal["start"]
+    request_id: str
+    session_id: str
+    backend: str
+    model: str
+
+
+class TokenFrame(Schema):
+    type: Literal["token"]
+    content: str
+
+
+class EndFrame(Schema):
+    type: Literal["end"]
+    request_id: str
+    session_id: str
+    backend: str
+    model: str
+    ttft_ms: float | None
+    total_ms: float
+    tokens: int
+    done_reason: str
+
+
+class ErrorFrame(Schema):
+    type: Literal["error"]
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+STREAM_FRAMES: dict[str, type[Schema]] = {
+    "start": StartFrame,
+    "token": TokenFrame,
+    "end": EndFrame,
+    "error": ErrorFrame,
+}
+SSE_DESCRIPTION = (
+    "Server-Sent Events: per event, `event: start|token|end|error` and `data:` that frame as JSON"
+    " (the WebSocket's frames). Every stream ends with `end` or `error`, then the body ends."
+)
+# One event, as OpenAPI models text/event-stream (an object of its fields; tools such as
+# schemathesis read an OpenAPI 3.1 media type's `schema` per event, as 3.2's itemSchema): `data`
+# is JSON, one of the frames. Or the whole body as one string, as a client that does not parse
+# events (a generated one) reads it.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": list(STREAM_FRAMES)},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "oneOf": [{"$ref": f"#/components/schemas/{model.__name__}"} for model in STREAM_FRAMES.values()]
+            },
+        },
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+SSE_CONTENT: dict[str, Any] = {
+    "schema": {
+        "description": SSE_DESCRIPTION,
+        "anyOf": [SSE_EVENT, {"type": "string", "description": "The whole stream, read as one text"}],
+    }
+}
+
+
+def chat_stream_openapi(*, security: list[dict[str, list[str]]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The schema's path item for POST /api/v1/chat/stream, and the component schemas it names."""
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+    statuses = {
+        400: "Not JSON (bad_request)",
+        401: "No or bad credentials (unauthenticated)",
+        403: "A key without the chat scope, or a session from an origin not allowed",
+        413: "The body is over DATA_UPLOAD_MAX_MEMORY_SIZE (request_too_large)",
+        422: "Not a valid message or session id",
+        429: "Over a rate limit (rate_limited); Retry-After says when to retry",
+        503: "No language model answers (no_backend), or the rate limit's Redis is down",
+    }
+    operation = {
+        "operationId": "chat_api_chat_stream",
+        "summary": "Send a message; the reply as Server-Sent Events",
+        "description": (
+            "Takes the body of `POST /api/v1/chat` (`stream` is implied) and streams the reply."
+            " Failures before the reply starts are JSON errors with a status code; a failure after"
+            " it is an `error` event."
+        ),
+        "tags": ["chat"],
+        "security": security,
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatIn"}}},
+        },
+        "responses": {
+            "200": {"description": "The reply, as it is generated", "content": {"text/event-stream": SSE_CONTENT}},
+            **{str(status): {"description": text, "content": error} for status, text in statuses.items()},
+        },
+    }
+    schemas = {
+        model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for model in STREAM_FRAMES.values()
+    }
+    return {CHAT_STREAM_PATH: {"post": operation}}, schemas
+
+
 CHAT_RESPONSES: dict[int, Any] = {200: ChatOut, 307: None, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 429, 502, 503)}
 # What Ninja cannot infer: the streamed answer, which EVA's ASGI router serves on this URL
 # (chat/sse.py). Integer keys, as Ninja's own, so that these merge into its responses.
@@ -112,15 +224,7 @@ CHAT_OPENAPI_EXTRA: dict[str, Any] = {
     "responses": {
         200: {
             "description": "The reply: JSON, or with stream=true / Accept: text/event-stream, Server-Sent Events",
-            "content": {
-                "text/event-stream": {
-                    "schema": {
-                        "type": "string",
-                        "description": "Per event, `event: start|token|end|error` and `data:` the WebSocket's frame"
-                        " as JSON; every stream ends with `end` or `error`.",
-                    }
-                }
-            },
+            "content": {"text/event-stream": SSE_CONTENT},
         },
         307: {"description": f"Only outside EVA's ASGI application: a stream request, sent to {CHAT_STREAM_PATH}"},
         413: {"description": "The body is over DATA_UPLOAD_MAX_MEMORY_SIZE (code request_too_large)"},

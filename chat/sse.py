@@ -55,6 +55,7 @@ from django.conf import settings
 from accounts.api_keys import api_key_authenticate_bounded
 from accounts.errors import AuthenticationFailed, EvaError, InvalidInput, PermissionDenied, RateLimited, error_body
 from accounts.models import Scope
+from accounts.ratelimit import current_rate_limit, rate_limit_headers
 from accounts.ws_auth import origin_allowed, presented_api_key
 from chat import drain, replay
 from chat.api import ChatIn
@@ -288,7 +289,7 @@ class ChatStreamConsumer(AsyncHttpConsumer):
             logger.exception("chat stream request failed before its start")
             await self._send_json(500, error_body(code="internal_error", message="Something went wrong on our side."))
             return
-        await self.send_headers(status=200, headers=SSE_HEADERS)
+        await self.send_headers(status=200, headers=[*SSE_HEADERS, *_rate_limit_headers()])
         self.streaming = True
         async with aclosing(frames):
             try:
@@ -341,10 +342,17 @@ class ChatStreamConsumer(AsyncHttpConsumer):
             headers.append((b"retry-after", str(exc.retry_after).encode()))
         if exc.status == 401:
             headers.append((b"www-authenticate", b'Bearer realm="eva"'))
+        headers += _rate_limit_headers()
         await self._send_json(exc.status, error_body(code=exc.code, message=exc.message, **extra), headers)
 
     async def _send_json(self, status: int, body: dict[str, object], headers: Headers = ()) -> None:
         await self.send_response(status, orjson.dumps(body), headers=[*JSON_HEADERS, *headers])
+
+
+def _rate_limit_headers() -> list[tuple[bytes, bytes]]:
+    """X-RateLimit-* of this request's check (accounts.ratelimit), as ASGI headers; none before it."""
+    headers = rate_limit_headers(current_rate_limit())
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
 
 
 def chat_stream_app(*, session_auth: bool = True) -> AsgiApp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -13,13 +13,91 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 
 from accounts.errors import EvaError, RateLimited, error_body
+from accounts.ratelimit import current_rate_limit, rate_limit_headers
 from accounts.validation import INVALID_TEXT_CODE
 
 logger = logging.getLogger("evaproject.api")
 
-api = NinjaAPI(
+
+class EvaAPI(NinjaAPI):
+    """Ninja's API with what its schema cannot infer (docs/architecture.md, "The REST schema"):
+
+    - paths served outside Django (the chat stream, a Channels consumer) and the schemas they
+      refer to, registered by the app that serves them (`extra_paths`, `extra_schemas`);
+    - 500 `internal_error` (on_unexpected), which any operation can answer, on every operation;
+    - response keys as strings only: an app's `openapi_extra` with the integer keys that Ninja
+      uses merges into Ninja's entries instead of adding a second "200" to the JSON.
+
+    Its answers to a request that was counted against the rate limits (chat; speech sets its own)
+    carry X-RateLimit-Limit, -Remaining and -Reset (accounts.ratelimit.rate_limit_headers).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra_paths: dict[str, dict[str, Any]] = {}
+        self.extra_schemas: dict[str, dict[str, Any]] = {}
+
+    def create_response(
+        self,
+        request: HttpRequest,
+        data: Any,
+        *,
+        status: int | None = None,
+        temporal_response: HttpResponse | None = None,
+    ) -> HttpResponse:
+        response = super().create_response(request, data, status=status, temporal_response=temporal_response)
+        for name, value in rate_limit_headers(current_rate_limit()).items():
+            response[name] = value
+        return response
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        schema["paths"].update(self.extra_paths)
+        schema["components"].setdefault("schemas", {}).update(self.extra_schemas)
+        for path_item in schema["paths"].values():
+            for operation in path_item.values():
+                responses: dict[str, Any] = {}
+                for status, response in operation.get("responses", {}).items():
+                    merged = responses.setdefault(str(status), {})
+                    merged.update(response)
+                responses.setdefault("500", _INTERNAL_ERROR)
+                if "429" in responses:  # counted against the rate limits: say where the caller stands
+                    for status, response in responses.items():
+                        if status.startswith("2") or status == "429":
+                            headers = response.setdefault("headers", {})
+                            headers.update(_RATE_LIMIT_HEADERS)
+                            if status == "429":
+                                headers["Retry-After"] = _RETRY_AFTER
+                operation["responses"] = responses
+        return schema
+
+
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "The tighter of the caller's limits (per key, per user): requests per window",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "Requests left in that limit's moving window",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the oldest counted request leaves the window (a place frees)",
+        "schema": {"type": "integer"},
+    },
+}
+_RETRY_AFTER = {"description": "Seconds to wait before retrying", "required": True, "schema": {"type": "integer"}}
+_INTERNAL_ERROR = {
+    "description": "Something failed on EVA's side (code internal_error); the error is logged",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+}
+
+api = EvaAPI(
     title="EVA API",
     version="1.0.0",
     description="Chat with a local LLM (Ollama, Groq fallback), text-to-speech, and latency metrics.",
@@ -129,7 +207,7 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 def register_routers() -> None:
     """Attach every app's router once (called from urls.py)."""
     from accounts.keys_api import router as keys_router
-    from chat.api import legacy_router
+    from chat.api import chat_stream_openapi, legacy_router
     from chat.api import router as chat_router
     from metrics.api import router as metrics_router
     from voice.api import router as voice_router
@@ -139,3 +217,10 @@ def register_routers() -> None:
     api.add_router("/v1/", voice_router)
     api.add_router("/v1/", metrics_router)
     legacy_api.add_router("", legacy_router)
+    # The chat stream is served by a Channels consumer (chat/sse.py); its operation is described
+    # by hand, with the security schemes of POST /api/v1/chat, which takes the same credentials.
+    schemes = ("AsyncApiKeyHeaderAuth", "AsyncApiKeyBearerAuth", "BrowserSessionAuth")
+    security: list[dict[str, list[str]]] = [{scheme: []} for scheme in schemes]
+    paths, schemas = chat_stream_openapi(security=security)
+    api.extra_paths.update(paths)
+    api.extra_schemas.update(schemas)

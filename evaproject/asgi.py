@@ -15,14 +15,18 @@ from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  #
 from accounts.ws_auth import WebsocketAuthMiddleware  # noqa: E402
 from chat.routing import asgi_re_path, http_urlpatterns, websocket_urlpatterns  # noqa: E402
 from evaproject.restart import GracefulRestart  # noqa: E402
+from openai_api.routing import http_urlpatterns as openai_urlpatterns  # noqa: E402
 from voice.config import TTS_CHANNEL  # noqa: E402
 from voice.worker import TTSWorkerConsumer  # noqa: E402
 
 # GracefulRestart: on SIGTERM, drain the chat streams before the server stops (evaproject/restart.py).
 application = GracefulRestart(ProtocolTypeRouter(
     {
-        # Streamed chat replies first (chat/sse.py), Django for everything else.
-        "http": URLRouter([*http_urlpatterns(django_app=django_asgi_app), asgi_re_path(r"", django_asgi_app)]),
+        # Streamed chat replies first (chat/sse.py), the OpenAI-compatible API under /v1/
+        # (openai_api), Django for everything else.
+        "http": URLRouter(
+            [*http_urlpatterns(django_app=django_asgi_app), *openai_urlpatterns(), asgi_re_path(r"", django_asgi_app)]
+        ),
         "websocket": WebsocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
         "channel": ChannelNameRouter({TTS_CHANNEL: TTSWorkerConsumer.as_asgi()}),
     }

@@ -81,7 +81,7 @@ def latency(request: HttpRequest, params: Query[LatencyQuery]) -> dict[str, Any]
     auth=auth_for(Scope.METRICS),
     summary="The raw request metrics of a window as CSV, oldest first",
     response={200: None, **METRICS_ERRORS},
-    openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {}}}}},
+    openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}}},
 )
 async def export_csv(request: HttpRequest, params: Query[LatencyQuery]) -> StreamingHttpResponse:
     filters = _filters_for(request_principal(request), params)

@@ -13,6 +13,7 @@ class Channel(models.TextChoices):
     REST = "rest"
     SSE = "sse"
     TTS = "tts"
+    OPENAI = "openai"  # the OpenAI-compatible API under /v1/ (openai_api), chat and speech
 
 
 class Status(models.TextChoices):

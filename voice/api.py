@@ -10,6 +10,7 @@ from ninja import Field, Router, Schema
 from accounts.auth import auth_for, request_principal
 from accounts.error_schemas import AUTH_ERRORS, BODY_ERRORS, error_responses
 from accounts.models import Scope
+from accounts.ratelimit import current_rate_limit, rate_limit_headers
 from voice import client
 from voice.services import tts_speak
 
@@ -60,6 +61,8 @@ async def speak(request: HttpRequest, payload: SpeechIn) -> HttpResponse:
     response["X-Request-Id"] = request_id
     response["X-Voice"] = synthesis.voice
     response["X-Audio-Duration"] = f"{synthesis.duration_s:.3f}"
+    for name, value in rate_limit_headers(current_rate_limit()).items():
+        response[name] = value
     return response
 
 

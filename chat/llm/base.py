@@ -35,6 +35,15 @@ Chunk = Token | Done
 ChatMessages = list[dict[str, str]]
 
 
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """A request's own sampling settings (the OpenAI-compatible API's); None: the configured one."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] = ()
+
+
 class LLMError(Exception):
     """Base of the errors a backend raises; `code` is the stable client-facing code."""
 
@@ -67,4 +76,6 @@ class LLMBackend(Protocol):
 
     def is_configured(self) -> bool: ...
 
-    def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]: ...
+    def stream(
+        self, messages: ChatMessages, options: GenerationOptions | None = None
+    ) -> AsyncGenerator[Chunk, None]: ...

@@ -22,6 +22,7 @@ from chat.llm.base import (
     ChatMessages,
     Chunk,
     Done,
+    GenerationOptions,
     LLMBackend,
     NoBackendAvailable,
 )
@@ -64,7 +65,9 @@ class FallbackProvider:
     def _deadline(self) -> float:
         return float(settings.LLM_FIRST_TOKEN_DEADLINE_S)
 
-    async def stream(self, messages: ChatMessages) -> AsyncGenerator[StreamStart | Chunk, None]:
+    async def stream(
+        self, messages: ChatMessages, options: GenerationOptions | None = None
+    ) -> AsyncGenerator[StreamStart | Chunk, None]:
         """Yield a StreamStart, then the chosen backend's Tokens and its Done."""
         attempts: list[Attempt] = []
         skipped: list[str] = []
@@ -79,7 +82,7 @@ class FallbackProvider:
                 skipped.append(f"{backend.name} is paused after repeated failures (retry in {retry_s:.0f} s)")
                 paused.append(backend.name)
                 continue
-            iterator = backend.stream(messages)
+            iterator = backend.stream(messages, options) if options is not None else backend.stream(messages)
             try:
                 # asyncio.timeout keeps the first read in this task (wait_for would start another).
                 async with asyncio.timeout(self._deadline()):

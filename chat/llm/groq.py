@@ -22,6 +22,7 @@ from chat.llm.base import (
     ChatMessages,
     Chunk,
     Done,
+    GenerationOptions,
     StreamFailed,
     Token,
 )
@@ -75,7 +76,10 @@ class GroqBackend:
     def is_configured(self) -> bool:
         return bool(settings.GROQ_API_KEY)
 
-    async def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]:
+    async def stream(
+        self, messages: ChatMessages, options: GenerationOptions | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        options = options or GenerationOptions()
         started = False
         usage: Any = None
         finish_reason = "stop"
@@ -87,8 +91,9 @@ class GroqBackend:
                 stream=True,
                 # This SDK version has no stream_options argument; the API accepts it in the body.
                 extra_body={"stream_options": {"include_usage": True}},
-                max_tokens=settings.LLM_NUM_PREDICT,
-                temperature=settings.LLM_TEMPERATURE,
+                max_tokens=options.max_tokens if options.max_tokens is not None else settings.LLM_NUM_PREDICT,
+                temperature=options.temperature if options.temperature is not None else settings.LLM_TEMPERATURE,
+                stop=list(options.stop) if options.stop else groq.omit,
             )
             async for chunk in stream:
                 x_groq = getattr(chunk, "x_groq", None)

@@ -35,6 +35,7 @@ from chat.llm.base import (
     ChatMessages,
     Chunk,
     Done,
+    GenerationOptions,
     StreamFailed,
     Token,
 )
@@ -154,20 +155,30 @@ class OllamaBackend:
     def is_configured(self) -> bool:
         return bool(settings.OLLAMA_URL and settings.OLLAMA_MODEL)
 
-    def _payload(self, messages: ChatMessages) -> dict[str, Any]:
+    def _payload(self, messages: ChatMessages, options: GenerationOptions | None = None) -> dict[str, Any]:
+        sampling: dict[str, Any] = {
+            "num_predict": settings.LLM_NUM_PREDICT,
+            "num_ctx": settings.LLM_NUM_CTX,
+            "temperature": settings.LLM_TEMPERATURE,
+        }
+        if options is not None:
+            if options.max_tokens is not None:
+                sampling["num_predict"] = options.max_tokens
+            if options.temperature is not None:
+                sampling["temperature"] = options.temperature
+            if options.stop:
+                sampling["stop"] = list(options.stop)
         return {
             "model": self.model,
             "messages": messages,
             "stream": True,
             "keep_alive": _keep_alive(),
-            "options": {
-                "num_predict": settings.LLM_NUM_PREDICT,
-                "num_ctx": settings.LLM_NUM_CTX,
-                "temperature": settings.LLM_TEMPERATURE,
-            },
+            "options": sampling,
         }
 
-    async def stream(self, messages: ChatMessages) -> AsyncGenerator[Chunk, None]:
+    async def stream(
+        self, messages: ChatMessages, options: GenerationOptions | None = None
+    ) -> AsyncGenerator[Chunk, None]:
         timeout = httpx.Timeout(
             connect=settings.OLLAMA_CONNECT_TIMEOUT_S, read=settings.LLM_TOKEN_IDLE_TIMEOUT_S, write=10.0, pool=10.0
         )
@@ -177,7 +188,12 @@ class OllamaBackend:
             # more per request with a long history (bench/RESULTS.md).
             url, auth = _endpoint(settings.OLLAMA_URL, "/api/chat")
             async with shared_client().stream(
-                "POST", url, content=orjson.dumps(self._payload(messages)), headers=_JSON, auth=auth, timeout=timeout,
+                "POST",
+                url,
+                content=orjson.dumps(self._payload(messages, options)),
+                headers=_JSON,
+                auth=auth,
+                timeout=timeout,
             ) as response:
                 if response.status_code != 200:
                     detail = _error_text(await response.aread())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
 
 import pytest
@@ -140,7 +141,7 @@ async def outcomes(checks) -> list[str]:
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, RateLimited):
             raise result
-    return ["ok" if r is None else f"refused {r.retry_after}" for r in results]
+    return [f"refused {r.retry_after}" if isinstance(r, RateLimited) else "ok" for r in results]
 
 
 async def test_a_request_refused_by_one_limit_does_not_use_up_the_other(settings, store):
@@ -165,3 +166,43 @@ async def test_parallel_checks_are_exact_and_go_to_redis_in_one_round_trip(setti
     assert results.count("ok") == 7 and len(results) == 25
     if store == "redis":
         assert ratelimit._redis_batcher()[1].batches == 1  # all 25 issued in one loop turn
+
+
+async def test_each_check_says_where_the_caller_stands(settings, store):
+    from accounts.errors import RateLimited
+    from accounts.ratelimit import current_rate_limit, rate_limit_check
+
+    settings.RATE_LIMIT_PER_KEY = "3/minute"
+    settings.RATE_LIMIT_PER_USER = "100/minute"
+    states = [await rate_limit_check(user_id=3, api_key_id=30) for _ in range(3)]
+    assert [(s.limit, s.remaining) for s in states] == [(3, 2), (3, 1), (3, 0)]  # the key's: the tighter
+    assert all(1 <= s.reset_s <= 60 for s in states)
+    assert current_rate_limit() == states[-1]
+    with pytest.raises(RateLimited) as refused:
+        await rate_limit_check(user_id=3, api_key_id=30)
+    state = current_rate_limit()
+    assert state is not None and (state.limit, state.remaining, state.reset_s) == (3, 0, refused.value.retry_after)
+    # A user whose own limit is the tighter one, across their keys.
+    settings.RATE_LIMIT_PER_KEY = "10/minute"
+    settings.RATE_LIMIT_PER_USER = "2/minute"
+    first = await rate_limit_check(user_id=4, api_key_id=40)
+    second = await rate_limit_check(user_id=4, api_key_id=41)
+    assert [(s.limit, s.remaining) for s in (first, second)] == [(2, 1), (2, 0)]
+
+
+async def test_rest_answers_carry_the_rate_limit_headers(ollama, user_key, settings):
+    settings.RATE_LIMIT_PER_KEY = "2/minute"
+    settings.RATE_LIMIT_PER_USER = "1000/minute"
+    _, key = await user_key()
+    first, second, third = [await post(key) for _ in range(3)]
+    assert [r.status_code for r in (first, second, third)] == [200, 200, 429]
+    assert [r["X-RateLimit-Remaining"] for r in (first, second, third)] == ["1", "0", "0"]
+    assert {r["X-RateLimit-Limit"] for r in (first, second, third)} == {"2"}
+    assert 1 <= int(first["X-RateLimit-Reset"]) <= 60
+    assert third["Retry-After"] == third["X-RateLimit-Reset"]
+    # Operations that are not counted say nothing about the limit. (A server runs each request in
+    # a task of its own; Django's test client runs them in the test's, whose context holds the
+    # last check: this one gets a fresh context, as it would in a server.)
+    asking = AsyncClient().get("/api/v1/sessions", headers={"X-API-Key": key})
+    sessions = await asyncio.create_task(asking, context=contextvars.Context())
+    assert sessions.status_code == 200 and "X-RateLimit-Limit" not in sessions

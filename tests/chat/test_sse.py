@@ -247,10 +247,14 @@ def own_rate_counters(settings):
 async def test_the_rate_limit_is_429_with_retry_after(ollama, user_key, settings, own_rate_counters):
     settings.RATE_LIMIT_PER_KEY = "1/minute"
     _, key = await user_key()
-    assert (await request(STREAM, {"message": "hi"}, key=key)).status == 200
+    streamed = await request(STREAM, {"message": "hi"}, key=key)
+    assert streamed.status == 200
+    assert (streamed.headers["x-ratelimit-limit"], streamed.headers["x-ratelimit-remaining"]) == ("1", "0")
+    assert 1 <= int(streamed.headers["x-ratelimit-reset"]) <= 60
     reply = await request(STREAM, {"message": "hi"}, key=key)
     assert reply.status == 429 and reply.json()["code"] == "rate_limited"
     assert 1 <= int(reply.headers["retry-after"]) <= 60
+    assert reply.headers["x-ratelimit-remaining"] == "0" and reply.headers["x-ratelimit-limit"] == "1"
 
 
 # --- who may stream ---------------------------------------------------------------------

@@ -31,6 +31,9 @@ async def test_it_answers_a_wav_file_and_records_the_request(key):
     assert (info.channels, info.sample_width, info.sample_rate) == (1, 2, 16000) and info.frames > 0
     assert response["X-Voice"] == "fra"
     assert float(response["X-Audio-Duration"]) == pytest.approx(info.duration_s, abs=0.001)
+    # Counted against the rate limits, and says where the caller stands (accounts.ratelimit).
+    assert 0 <= int(response["X-RateLimit-Remaining"]) < int(response["X-RateLimit-Limit"])
+    assert int(response["X-RateLimit-Reset"]) >= 0
     await flush_metrics()
     metric = await RequestMetric.objects.aget(request_id=response["X-Request-Id"])
     assert (metric.channel, metric.status, metric.backend, metric.model) == ("tts", "ok", "mms", "tiny-mms")
