@@ -365,6 +365,10 @@ TTS_HUB_OFFLINE = envbool("HF_HUB_OFFLINE", False)
 METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 30, minimum=1)
 # How long the metric writer lets rows gather before one bulk INSERT (the dashboard lags by this much).
 METRICS_BATCH_WAIT_S = envfloat("METRICS_BATCH_WAIT_S", 0.25, minimum=0.0)
+# The dashboard reads exact percentiles from raw rows for windows up to this long holding at
+# most this many requests; longer or busier windows are read from the rollups (within 1 %).
+METRICS_EXACT_WINDOW_HOURS = envint("METRICS_EXACT_WINDOW_HOURS", 24, minimum=0)
+METRICS_EXACT_MAX_ROWS = envint("METRICS_EXACT_MAX_ROWS", 100_000, minimum=0)
 PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")  # empty: GET /metrics answers 404
 # Several web processes: one directory, emptied before they start, shared by all of them;
 # prometheus_client reads the same variable from the environment at import.

@@ -1,0 +1,362 @@
+"""Rollups: the requests of each minute, hour and day, summed, so that a window's cost does not grow with its rows.
+
+A LatencyRollup row holds, for one (level, bucket, backend, model, channel, status class), the
+count, the sums behind every mean and rate, and a log-scaled histogram (metrics.sketch) per
+latency series. A window is tiled by days, hours and minutes (`tiles`) and its figures are the
+sums of those rows: about 90 day rows per group for 90 days, whatever the traffic.
+
+Written with the raw rows, in the same transaction (`apply_sync`, `apply_async`, called by
+metrics.recorder): a batch counts in the rollups exactly when its rows are committed, so a
+writer killed mid-batch, a restart or a retried batch never counts a row twice or misses one.
+Writers of rollups take one transaction-level advisory lock on Postgres (held from the
+rollups' read to the commit: a batch's few milliseconds), so that two web processes adding to
+the same row never lose an update; SQLite lets one writer in at a time anyway. `rebuild` takes
+the same lock and recomputes days from the raw rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from metrics import sketch
+from metrics.classes import status_class
+from metrics.models import ROLLUP_SERIES, ROLLUP_UPSTREAM, LatencyRollup, RequestMetric, RollupState
+
+MINUTE, HOUR, DAY = 60, 3600, 86400
+LEVELS = (MINUTE, HOUR, DAY)
+ADVISORY_LOCK = 7_318_018  # any constant; the rollup writers' pg_advisory_xact_lock key
+TABLE = LatencyRollup._meta.db_table
+KEY_COLUMNS = ("level", "bucket", "backend", "model", "channel", "status_class")
+SUM_COLUMNS = (
+    "count",
+    "fallbacks",
+    "tokens_out_sum",
+    "generation_ms_sum",
+    "other_ms_sum",
+    "other_ms_count",
+    *(f"{name}_{part}" for name in ROLLUP_UPSTREAM for part in ("sum", "count")),
+    *(f"{name}_{part}" for name in ROLLUP_SERIES for part in ("sum", "count")),
+)
+HIST_COLUMNS = tuple(f"{name}_hist" for name in ROLLUP_SERIES)
+VALUE_COLUMNS = (*SUM_COLUMNS, *HIST_COLUMNS, "error_codes")
+# What a raw row contributes, in this order (see `RAW_FIELDS` users).
+RAW_FIELDS = (
+    "created_at",
+    "backend",
+    "model",
+    "channel",
+    "status",
+    "error_code",
+    "tokens_out",
+    "ttft_ms",
+    "total_ms",
+    "time_to_first_audio_ms",
+    "speech_total_ms",
+    *ROLLUP_UPSTREAM,
+)
+
+Key = tuple[int, int, str, str, str, str]
+
+
+@dataclass
+class Sums:
+    """What rows add to one rollup row (or what a window's rollups add up to)."""
+
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUM_COLUMNS, 0))
+    hists: dict[str, dict[int, int]] = field(default_factory=lambda: {name: {} for name in ROLLUP_SERIES})
+    zeros: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROLLUP_SERIES, 0))
+    error_codes: dict[str, int] = field(default_factory=dict)
+
+    def add_row(self, row: tuple[Any, ...]) -> None:
+        """One raw row, as a tuple in RAW_FIELDS order."""
+        (_, _, _, _, status, error_code, tokens_out, ttft, total, _, _, queue, load, prompt, generation) = row
+        sums = self.sums
+        sums["count"] += 1
+        if status == "fallback":
+            sums["fallbacks"] += 1
+        if error_code and status == "error":
+            self.error_codes[error_code] = self.error_codes.get(error_code, 0) + 1
+        if tokens_out and tokens_out > 0 and (
+            (generation is not None and generation > 0) or (generation is None and ttft is not None)
+        ):
+            sums["tokens_out_sum"] += tokens_out
+            sums["generation_ms_sum"] += generation if generation is not None else total - ttft
+        for name, value in zip(ROLLUP_UPSTREAM, (queue, load, prompt, generation), strict=True):
+            if value is not None:
+                sums[f"{name}_sum"] += value
+                sums[f"{name}_count"] += 1
+        if generation is not None:
+            sums["other_ms_sum"] += total - sum(v for v in (queue, load, prompt, generation) if v is not None)
+            sums["other_ms_count"] += 1
+        for name, value in zip(ROLLUP_SERIES, row[7:11], strict=True):
+            if value is not None:
+                sums[f"{name}_sum"] += value
+                sums[f"{name}_count"] += 1
+                if not sketch.add_value(self.hists[name], value):
+                    self.zeros[name] += 1
+
+    def add(self, other: Sums) -> None:
+        for name, value in other.sums.items():
+            self.sums[name] += value
+        for name, counts in other.hists.items():
+            mine = self.hists[name]
+            for key, count in counts.items():
+                mine[key] = mine.get(key, 0) + count
+            self.zeros[name] += other.zeros[name]
+        for code, count in other.error_codes.items():
+            self.error_codes[code] = self.error_codes.get(code, 0) + count
+
+    def values_after(self, old: tuple[Any, ...] | None) -> list[Any]:
+        """The row's VALUE_COLUMNS once these sums are added to `old` (its current values, or None)."""
+        values: list[Any] = []
+        for index, name in enumerate(SUM_COLUMNS):
+            values.append((old[index] if old else 0) + self.sums[name])
+        for index, name in enumerate(ROLLUP_SERIES):
+            mine = sketch.encode(self.hists[name], self.zeros[name])
+            previous = old[len(SUM_COLUMNS) + index] if old else b""
+            values.append(sketch.merge_encoded([previous, mine]) if previous else mine)
+        codes = json.loads(old[-1]) if old else {}
+        for code, count in self.error_codes.items():
+            codes[code] = codes.get(code, 0) + count
+        values.append(json.dumps(codes, sort_keys=True))
+        return values
+
+
+def bucket_of(moment: datetime, level: int) -> int:
+    seconds = math.floor(moment.timestamp())
+    return seconds - seconds % level
+
+
+def contributions(rows: Iterable[tuple[Any, ...]], levels: Iterable[int] = LEVELS) -> dict[Key, Sums]:
+    """The sums each rollup row gets from raw rows (tuples in RAW_FIELDS order)."""
+    out: dict[Key, Sums] = {}
+    levels = tuple(levels)
+    for row in rows:
+        created_at, backend, model, channel, status, error_code = row[:6]
+        cls = status_class(status, error_code).value
+        seconds = math.floor(created_at.timestamp())
+        for level in levels:
+            key = (level, seconds - seconds % level, backend or "", model or "", channel, cls)
+            sums = out.get(key)
+            if sums is None:
+                sums = out[key] = Sums()
+            sums.add_row(row)
+    return out
+
+
+def raw_tuple(metric: RequestMetric) -> tuple[Any, ...]:
+    return tuple(getattr(metric, name) for name in RAW_FIELDS)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+_SELECT_SQL = (
+    f"SELECT {', '.join(KEY_COLUMNS)}, {', '.join(VALUE_COLUMNS)} FROM {TABLE} WHERE "
+)
+_UPDATE_SQL = (
+    f"UPDATE {TABLE} SET {', '.join(f'{name} = %s' for name in VALUE_COLUMNS)} WHERE "
+    + " AND ".join(f"{name} = %s" for name in KEY_COLUMNS)
+)
+_INSERT_SQL = (
+    f"INSERT INTO {TABLE} ({', '.join((*KEY_COLUMNS, *VALUE_COLUMNS))}) "
+    f"VALUES ({', '.join(['%s'] * (len(KEY_COLUMNS) + len(VALUE_COLUMNS)))})"
+)
+
+
+def _select(keys: Iterable[Key]) -> tuple[str, list[Any]]:
+    """The current rows of the (level, bucket) pairs `keys` touch (a batch spans a few)."""
+    pairs = sorted({(key[0], key[1]) for key in keys})
+    sql = _SELECT_SQL + " OR ".join(["(level = %s AND bucket = %s)"] * len(pairs))
+    return sql, [value for pair in pairs for value in pair]
+
+
+def _plan(deltas: dict[Key, Sums], current: list[tuple[Any, ...]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """(updates, inserts) parameter lists that add `deltas` to the `current` rows."""
+    existing = {tuple(row[: len(KEY_COLUMNS)]): tuple(row[len(KEY_COLUMNS) :]) for row in current}
+    updates, inserts = [], []
+    for key in sorted(deltas):
+        old = existing.get(key)
+        values = deltas[key].values_after(old)
+        if old is None:
+            inserts.append([*key, *values])
+        else:
+            updates.append([*values, *key])
+    return updates, inserts
+
+
+def apply_sync(rows: list[tuple[Any, ...]]) -> None:
+    """Add raw rows (RAW_FIELDS tuples) to the rollups, inside the caller's transaction."""
+    if not rows:
+        return
+    deltas = contributions(rows)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK])
+        sql, params = _select(deltas)
+        cursor.execute(sql, params)
+        updates, inserts = _plan(deltas, [tuple(_bytes(v) for v in row) for row in cursor.fetchall()])
+        if updates:
+            cursor.executemany(_UPDATE_SQL, updates)
+        if inserts:
+            cursor.executemany(_INSERT_SQL, inserts)
+
+
+async def apply_async(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """apply_sync on an async psycopg connection, inside its transaction (the recorder's)."""
+    if not rows:
+        return
+    deltas = contributions(rows)
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK])
+    sql, params = _select(deltas)
+    cursor = await conn.execute(sql, params)
+    updates, inserts = _plan(deltas, [tuple(_bytes(v) for v in row) for row in await cursor.fetchall()])
+    if updates:
+        await conn.cursor().executemany(_UPDATE_SQL, updates)
+    if inserts:
+        await conn.cursor().executemany(_INSERT_SQL, inserts)
+
+
+def _bytes(value: Any) -> Any:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+# --- rebuilding --------------------------------------------------------------------------------
+
+
+def raw_complete_since() -> datetime | None:
+    """Since when every raw row is still there (None: since the beginning)."""
+    state = RollupState.objects.filter(pk=1).first()
+    return state.raw_complete_since if state else None
+
+
+def note_pruned(cutoff: datetime) -> None:
+    """metrics_prune deleted the raw rows before `cutoff`: a rebuild must not start before it."""
+    with transaction.atomic():
+        state, _ = RollupState.objects.select_for_update().get_or_create(pk=1)
+        if state.raw_complete_since is None or state.raw_complete_since < cutoff:
+            state.raw_complete_since = cutoff
+            state.save(update_fields=["raw_complete_since"])
+
+
+def rebuild_start(since: datetime | None) -> datetime | None:
+    """The first whole day a rebuild recomputes (None: there are no raw rows to read).
+
+    Not before the oldest raw row's day, nor before the raw rows' complete-since mark: a day
+    that metrics_prune emptied, or partly emptied, keeps the rollups it has.
+    """
+    oldest = RequestMetric.objects.order_by("created_at").values_list("created_at", flat=True).first()
+    if oldest is None:
+        return None
+    start = max(since, oldest) if since is not None else oldest
+    day = bucket_of(start, DAY)
+    complete = raw_complete_since()
+    if complete is not None:
+        day = max(day, -(-math.floor(complete.timestamp()) // DAY) * DAY)
+    return datetime.fromtimestamp(day, tz=UTC)
+
+
+def rebuild(
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    on_day: Callable[[datetime, int], None] | None = None,
+) -> int:
+    """Recompute the rollups of every day from `since` (see rebuild_start) to `until` (now); returns raw rows read.
+
+    Each day is one transaction under the writers' lock: its rollups are deleted and written
+    again from its raw rows, so that writers wait at most one day's recomputation and never
+    see a half-built day.
+    """
+    day = rebuild_start(since)
+    end = until or timezone.now()
+    read = 0
+    while day is not None and day < end:
+        count = _rebuild_day(day)
+        read += count
+        if on_day is not None:
+            on_day(day, count)
+        day += timedelta(days=1)
+    return read
+
+
+def _rebuild_day(day: datetime) -> int:
+    first = int(day.timestamp())
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK])
+        LatencyRollup.objects.filter(bucket__gte=first, bucket__lt=first + DAY).delete()
+        rows = (
+            RequestMetric.objects.filter(created_at__gte=day, created_at__lt=day + timedelta(days=1))
+            .order_by()
+            .values_list(*RAW_FIELDS)
+        )
+        minutes = contributions(_chunked(rows), levels=(MINUTE,))
+        coarser: dict[Key, Sums] = {}
+        for (_, bucket, *rest), sums in minutes.items():
+            for level in (HOUR, DAY):
+                key: Key = (level, bucket - bucket % level, *rest)  # type: ignore[assignment]
+                coarser.setdefault(key, Sums()).add(sums)
+        everything = {**minutes, **coarser}
+        inserts = [[*key, *everything[key].values_after(None)] for key in sorted(everything)]
+        with connection.cursor() as cursor:
+            for start in range(0, len(inserts), 1000):
+                cursor.executemany(_INSERT_SQL, inserts[start : start + 1000])
+        return sum(sums.sums["count"] for key, sums in everything.items() if key[0] == DAY)
+
+
+def _chunked(rows: Any) -> Iterator[tuple[Any, ...]]:
+    yield from rows.iterator(chunk_size=5000)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def tiles(start: int, end: int, *, largest: int = DAY) -> Iterator[tuple[int, int]]:
+    """(level, bucket) of the fewest rollup rows that tile [start, end) (whole minutes), with
+    levels up to `largest`: minutes up to the first whole hour, hours up to the first whole
+    day, days, then hours and minutes again."""
+    moment = start
+    while moment < end:
+        for level in sorted((lv for lv in LEVELS if lv <= largest), reverse=True):
+            if moment % level == 0 and moment + level <= end:
+                yield level, moment
+                moment += level
+                break
+        else:  # pragma: no cover - start and end are whole minutes
+            raise ValueError("a rollup window starts and ends on whole minutes")
+
+
+def ranges(tiled: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Consecutive tiles of one level as (level, first bucket, end): a few ranges for a query."""
+    merged: list[tuple[int, int, int]] = []
+    for level, bucket in sorted(tiled):
+        if merged and merged[-1][0] == level and merged[-1][2] == bucket:
+            merged[-1] = (level, merged[-1][1], bucket + level)
+        else:
+            merged.append((level, bucket, bucket + level))
+    return merged
+
+
+def series_step(span_s: float, step: int) -> int:
+    """The width of a series point read from rollups: `step` (from Window.bucket_seconds), at
+    least a minute, and whole hours past 6 hours and whole days past 8 days, so that a long
+    window reads a few thousand rows at most."""
+    floor = MINUTE if span_s <= 6 * 3600 else HOUR if span_s <= 8 * DAY else DAY
+    step = max(step, floor)
+    return -(-step // floor) * floor
+
+
+def aligned_window(start: datetime, end: datetime) -> tuple[int, int]:
+    """[start, end) widened to whole minutes, in epoch seconds."""
+    first = bucket_of(start, MINUTE)
+    last = -(-math.ceil(end.timestamp()) // MINUTE) * MINUTE
+    return first, max(last, first + MINUTE)
