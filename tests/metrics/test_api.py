@@ -184,3 +184,29 @@ async def test_the_csv_pages_through_rows_sharing_a_timestamp_without_losing_any
     _, table, _ = await _csv(AsyncClient(), {"window": "1h"}, key=key)
     header, *data = table
     assert [row[header.index("total_ms")] for row in data] == ["0.0", "1.0", "2.0", "3.0", "4.0", "5.0"]
+
+
+# --- #18: one permission, metrics.view_latency, for the dashboard, JSON, CSV and admin ------------
+
+
+def test_staff_without_the_permission_see_only_their_own_rows_everywhere(bare_staff, add_metrics, alice, now):
+    add_metrics([{"created_at": now - timedelta(minutes=5), "user": alice}, {"created_at": now - timedelta(minutes=5)}])
+    client = Client()
+    client.force_login(bare_staff)
+    assert client.get("/dashboard/latency/").status_code == 403
+    assert client.get(LATENCY).status_code == 403  # a session needs the permission
+    assert client.get("/admin/metrics/requestmetric/").status_code == 403
+    _, key = api_key_create(owner=bare_staff, name="mine", scopes="metrics")
+    assert Client().get(LATENCY, HTTP_X_API_KEY=key).json()["overall"]["count"] == 0  # their own rows: none
+
+
+def test_the_permission_opens_the_dashboard_json_csv_and_admin(staff, add_metrics, alice, now):
+    add_metrics([{"created_at": now - timedelta(minutes=5), "user": alice}, {"created_at": now - timedelta(minutes=5)}])
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/dashboard/latency/").status_code == 200
+    assert client.get(LATENCY).json()["overall"]["count"] == 2
+    assert client.get("/admin/metrics/requestmetric/").status_code == 200
+    _, key = api_key_create(owner=staff, name="grafana", scopes="metrics")
+    assert Client().get(LATENCY, HTTP_X_API_KEY=key).json()["overall"]["count"] == 2
+    # The CSV with this key: every user's rows (test_the_csv_holds_the_raw_rows_of_the_window_oldest_first).
