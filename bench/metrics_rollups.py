@@ -76,9 +76,8 @@ def measure(*, rows: int, windows: list[str], raw_windows: list[str], repeat: in
         cases: list[tuple[str, Callable[[], Any]]] = []
         sources = ["auto", "raw"] if window in raw_windows else ["auto"]
         for source in sources:
-            cases.append(
-                (f"page {source}", lambda w=window, s=source: _ok(client.get("/dashboard/latency/", {"window": w, "source": s})))
-            )
+            page = "/dashboard/latency/"
+            cases.append((f"page {source}", lambda w=window, s=source: _ok(client.get(page, {"window": w, "source": s}))))
             cases.append(
                 (f"json {source}", lambda w=window, s=source: latency_report(metric_filters(window=w), source=s))
             )

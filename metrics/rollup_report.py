@@ -142,7 +142,9 @@ class RollupRead:
 def read(filters: MetricFilters, *, group_by: tuple[str, ...], with_points: bool = True) -> RollupRead:
     """Sum the rollup rows of the window per (point, group), then per point, group and overall."""
     first, end = rollups.aligned_window(filters.window.start, filters.window.end)
-    step = rollups.series_step(end - first, filters.window.bucket_seconds())
+    step = rollups.series_step(
+        end - first, filters.window.bucket_seconds(), hours_only=first < rollups.minute_cutoff()
+    )
     if not with_points:
         step = rollups.DAY * 100_000  # one point: the whole window, tiled by its largest rows
     largest = max(level for level in rollups.LEVELS if step % level == 0)

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from metrics import rollups
-from metrics.models import RequestMetric
+from metrics.models import LatencyRollup, RequestMetric
 
 DEFAULT_PRUNE_BATCH = 10_000
 
@@ -32,6 +32,7 @@ def metrics_prune(
         raise ValueError("batch_size must be positive")
     cutoff = (now or timezone.now()) - older_than
     rollups.note_pruned(cutoff)
+    LatencyRollup.objects.filter(level=rollups.MINUTE, bucket__lt=rollups.minute_cutoff()).delete()
     deleted = 0
     while True:
         with transaction.atomic():
