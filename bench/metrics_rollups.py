@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from metrics_queries import create_database, database_url, drop_database, fill  # noqa: E402
 
+PAGE = "/dashboard/latency/"
+
 
 def sizes() -> dict[str, str]:
     from django.db import connection
@@ -76,8 +78,7 @@ def measure(*, rows: int, windows: list[str], raw_windows: list[str], repeat: in
         cases: list[tuple[str, Callable[[], Any]]] = []
         sources = ["auto", "raw"] if window in raw_windows else ["auto"]
         for source in sources:
-            page = "/dashboard/latency/"
-            cases.append((f"page {source}", lambda w=window, s=source: _ok(client.get(page, {"window": w, "source": s}))))
+            cases.append((f"page {source}", lambda w=window, s=source: _page(client, w, s)))
             cases.append(
                 (f"json {source}", lambda w=window, s=source: latency_report(metric_filters(window=w), source=s))
             )
@@ -95,7 +96,8 @@ def measure(*, rows: int, windows: list[str], raw_windows: list[str], repeat: in
     return results
 
 
-def _ok(response: Any) -> Any:
+def _page(client: Any, window: str, source: str) -> Any:
+    response = client.get(PAGE, {"window": window, "source": source})
     assert response.status_code == 200, response.status_code
     return response
 

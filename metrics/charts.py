@@ -156,11 +156,12 @@ def time_ticks(starts: list[datetime], step_s: int, x_of: Any, *, plot_width: fl
         return []
     first, last = timezone.localtime(starts[0]), timezone.localtime(starts[-1])
     slot = plot_width / len(starts)
-    for interval in (*_TICK_INTERVALS_S, None):
-        if interval is None:
-            interval = step_s * max(1, math.ceil(len(starts) / MAX_TIME_TICKS))
-        elif interval % step_s or interval < step_s:
+    fallback = step_s * max(1, math.ceil(len(starts) / MAX_TIME_TICKS))  # when no round interval fits
+    interval = fallback
+    for candidate in (*_TICK_INTERVALS_S, fallback):
+        if candidate % step_s or candidate < step_s:
             continue
+        interval = candidate
         every = interval // step_s
         fmt = _label_format(interval, first, last)
         width = len(timezone.localtime(starts[0]).strftime(fmt)) * AXIS_CHAR_PX + 8

@@ -382,16 +382,19 @@ def aggregate(rows: list[tuple[Any, ...]], *, levels: Iterable[int] = LEVELS) ->
             cell_codes[codes[index]] = cell_codes.get(codes[index], 0) + 1
         for cell in range(size):
             bucket, group = divmod(int(cells[cell]), len(names))
-            values: list[Any] = []
+            row: list[Any] = []
             for name in SUM_COLUMNS:
-                number = sums[name][cell]
-                values.append(int(round(number)) if name == "count" or name.endswith("_count") or name in (
-                    "fallbacks", "tokens_out_sum"
-                ) else float(number))
-            values.extend(hists[name][cell] for name in ROLLUP_SERIES)
-            values.append(json.dumps(errors[cell], sort_keys=True))
-            out.append(((level, bucket, *names[group]), values))
+                number = float(sums[name][cell])
+                row.append(round(number) if name in _INTEGER_SUMS else number)
+            row.extend(hists[name][cell] for name in ROLLUP_SERIES)
+            row.append(json.dumps(errors[cell], sort_keys=True))
+            out.append(((level, bucket, *names[group]), row))
     return out
+
+
+_INTEGER_SUMS = frozenset(
+    name for name in SUM_COLUMNS if name.endswith("count") or name in ("fallbacks", "tokens_out_sum")
+)
 
 
 def _sketch_keys(values: Any) -> tuple[Any, Any]:

@@ -51,8 +51,8 @@ def key_of(value: float) -> int:
 def keys_of(values: np.ndarray) -> np.ndarray:
     """key_of of each (positive) value of an array."""
     clipped = np.clip(values, MIN_MS, MAX_MS)
-    keys = np.ceil(np.log2(clipped) * _MULTIPLIER).astype(np.int64)
-    return np.clip(keys, KEY_MIN, KEY_MAX)
+    keys: np.ndarray = np.clip(np.ceil(np.log2(clipped) * _MULTIPLIER).astype(np.int64), KEY_MIN, KEY_MAX)
+    return keys
 
 
 def encode(counts: dict[int, int], zeros: int = 0) -> bytes:
