@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from django.db.models import Q, Sum
 
 from metrics import rollups, sketch
@@ -139,12 +140,19 @@ class RollupRead:
     end: int
 
 
+_CLASSES = [cls.value for cls in StatusClass]
+
+
 def read(filters: MetricFilters, *, group_by: tuple[str, ...], with_points: bool = True) -> RollupRead:
-    """Sum the rollup rows of the window per (point, group), then per point, group and overall."""
+    """Sum the rollup rows of the window per (point, group) with numpy, then per point, group and overall.
+
+    Each row's counts and histograms are added into a dense (point, group) matrix in a few
+    vectorized operations (np.add.at over all rows at once), not row by row: a 90-day window's
+    few thousand rows cost about as much to sum as to fetch.
+    """
+    cutoff = rollups.minute_cutoff()
     first, end = rollups.aligned_window(filters.window.start, filters.window.end)
-    step = rollups.series_step(
-        end - first, filters.window.bucket_seconds(), hours_only=first < rollups.minute_cutoff()
-    )
+    step = rollups.series_step(end - first, filters.window.bucket_seconds(), hours_only=first < cutoff)
     if not with_points:
         step = rollups.DAY * 100_000  # one point: the whole window, tiled by its largest rows
     largest = max(level for level in rollups.LEVELS if step % level == 0)
@@ -153,32 +161,105 @@ def read(filters: MetricFilters, *, group_by: tuple[str, ...], with_points: bool
     for point in point_starts:
         tiled.extend(rollups.tiles(max(point, first), min(point + step, end), largest=largest))
     columns = ["bucket", *group_by, "status_class", *rollups.VALUE_COLUMNS]
-    rows = _filtered(filters).filter(_ranges_q(rollups.ranges(tiled))).values_list(*columns)
-    cells: dict[tuple[int, tuple[Any, ...]], Totals] = {}
+    rows = list(_filtered(filters).filter(_ranges_q(rollups.ranges(tiled))).values_list(*columns))
     width = len(group_by)
     base = point_starts[0] if point_starts else first
-    for row in rows.iterator(chunk_size=2000):
-        index = (row[0] - base) // step
-        group = tuple(row[1 : 1 + width])
-        cell = cells.get((index, group))
-        if cell is None:
-            cell = cells[(index, group)] = Totals()
-        cell.add_row(row[1 + width], row[2 + width :])
-    overall = Totals()
-    groups: dict[tuple[Any, ...], Totals] = {}
-    points = {index: Totals() for index in range(len(point_starts))}
-    for (index, group), cell in cells.items():
-        overall.add(cell)
-        groups.setdefault(group, Totals()).add(cell)
-        points[index].add(cell)
-    return RollupRead(
-        overall=overall,
-        groups=groups,
-        points=[(point_starts[index], points[index]) for index in sorted(points)],
-        step=step,
-        start=first,
-        end=end,
+    group_index: dict[tuple[Any, ...], int] = {}
+    point_of = np.fromiter(((row[0] - base) // step for row in rows), dtype=np.int64, count=len(rows))
+    group_of = np.fromiter(
+        (group_index.setdefault(tuple(row[1 : 1 + width]), len(group_index)) for row in rows),
+        dtype=np.int64,
+        count=len(rows),
     )
+    class_of = np.fromiter((_CLASSES.index(row[1 + width]) for row in rows), dtype=np.int64, count=len(rows))
+    npoints, ngroups = len(point_starts), max(len(group_index), 1)
+    cell_of = point_of * ngroups + group_of
+    ncells = npoints * ngroups
+    offset = 2 + width
+    sums = np.zeros((ncells, len(rollups.SUM_COLUMNS)))
+    if rows:
+        matrix = np.array([row[offset : offset + len(rollups.SUM_COLUMNS)] for row in rows], dtype=float)
+        np.add.at(sums, cell_of, matrix)
+    by_class = np.zeros((ncells, len(_CLASSES)))
+    np.add.at(by_class, (cell_of, class_of), sums_count(rows, offset))
+    hist_offset = offset + len(rollups.SUM_COLUMNS)
+    hists = {
+        name: _histograms([row[hist_offset + index] for row in rows], cell_of, ncells)
+        for index, name in enumerate(ROLLUP_SERIES)
+    }
+    codes: dict[int, dict[str, int]] = {}
+    for row, cell in zip(rows, cell_of.tolist(), strict=True):
+        text = row[-1]
+        if text and text != "{}":
+            cell_codes = codes.setdefault(cell, {})
+            for code, count in json.loads(text).items():
+                cell_codes[code] = cell_codes.get(code, 0) + count
+
+    shape = (npoints, ngroups)
+    sums3 = sums.reshape(*shape, -1)
+    class3 = by_class.reshape(*shape, -1)
+    hist3 = {
+        name: (counts.reshape(*shape, sketch.SIZE), zeros.reshape(shape)) for name, (counts, zeros) in hists.items()
+    }
+
+    def totals(axis: int | None, index: int) -> Totals:
+        """The totals of one point (axis 0), one group (axis 1) or everything (None)."""
+
+        def pick(array: Any) -> Any:
+            if axis is None:
+                return array.reshape(-1, *array.shape[2:]).sum(axis=0)
+            return array[index].sum(axis=0) if axis == 0 else array[:, index].sum(axis=0)
+
+        result = Totals()
+        result.sums = dict(zip(rollups.SUM_COLUMNS, pick(sums3).tolist(), strict=True))
+        for name, (counts, zeros) in hist3.items():
+            result.hists[name].counts = pick(counts)
+            result.hists[name].zeros = int(pick(zeros))
+        result.by_class = {cls: round(n) for cls, n in zip(_CLASSES, pick(class3).tolist(), strict=True)}
+        for cell, cell_codes in codes.items():
+            point, group = divmod(cell, ngroups)
+            if axis is None or (axis == 0 and point == index) or (axis == 1 and group == index):
+                for code, count in cell_codes.items():
+                    result.error_codes[code] = result.error_codes.get(code, 0) + count
+        return result
+
+    groups = {key: totals(1, index) for key, index in group_index.items()}
+    points = [(start, totals(0, index)) for index, start in enumerate(point_starts)]
+    return RollupRead(overall=totals(None, 0), groups=groups, points=points, step=step, start=first, end=end)
+
+
+def sums_count(rows: list[tuple[Any, ...]], offset: int) -> Any:
+    """Each row's request count (its first sum column)."""
+    return np.fromiter((row[offset] for row in rows), dtype=float, count=len(rows))
+
+
+def _histograms(blobs: list[Any], cell_of: Any, ncells: int) -> tuple[Any, Any]:
+    """Dense (cells x SIZE) counts and per-cell zeros of one series' encoded histograms.
+
+    The encodings are joined and read as one array of 32-bit words (a header of two words,
+    then the counts): no Python work per row beyond its length.
+    """
+    counts = np.zeros(ncells * sketch.SIZE, dtype=np.int64)
+    zeros = np.zeros(ncells, dtype=np.int64)
+    used = [index for index, blob in enumerate(blobs) if blob]
+    if not used:
+        return counts.reshape(ncells, sketch.SIZE), zeros
+    kept = [blobs[index] for index in used]
+    cells = cell_of[np.array(used, dtype=np.int64)]
+    words = np.frombuffer(b"".join(kept), dtype="<u4")
+    lengths = np.fromiter((len(blob) // 4 for blob in kept), dtype=np.int64, count=len(kept))
+    firsts = np.cumsum(lengths) - lengths
+    lows = words[firsts].view("<i4").astype(np.int64)
+    np.add.at(zeros, cells, words[firsts + 1].astype(np.int64))
+    body = np.ones(words.size, dtype=bool)
+    body[firsts] = False
+    body[firsts + 1] = False
+    values = words[body].astype(np.int64)
+    sizes = lengths - 2
+    positions = np.arange(values.size, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    positions += np.repeat(cells * sketch.SIZE + lows - sketch.KEY_MIN, sizes)
+    counts += np.bincount(positions, weights=values, minlength=counts.size).astype(np.int64)
+    return counts.reshape(ncells, sketch.SIZE), zeros
 
 
 def series(read_result: RollupRead, fields: tuple[str, ...], percentiles: Any) -> list[SeriesPoint]:

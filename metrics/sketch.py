@@ -33,25 +33,32 @@ MAX_MS = 1e8  # about 28 hours
 # LogarithmicMapping.key(v) is ceil(log2(v) * m), m = ln 2 / ln(gamma) computed as the library
 # does (same float operations); `keys_of` applies it to arrays at once (a rebuild's millions of values).
 _GAMMA_MANTISSA = 2 * MAPPING.relative_accuracy / (1 - MAPPING.relative_accuracy)
-_MULTIPLIER = (1 / math.log1p(_GAMMA_MANTISSA)) * math.log(2)
+MULTIPLIER = (1 / math.log1p(_GAMMA_MANTISSA)) * math.log(2)
 KEY_MIN: int = MAPPING.key(MIN_MS)
 KEY_MAX: int = MAPPING.key(MAX_MS)
 SIZE = KEY_MAX - KEY_MIN + 1
 # The representative value of every bucket, by index (key - KEY_MIN).
 REPRESENTATIVES = np.array([MAPPING.value(key) for key in range(KEY_MIN, KEY_MAX + 1)], dtype=float)
 _HEADER = struct.Struct("<iI")  # lowest key used, count of zeros
+HEADER_SIZE = _HEADER.size
+
+
+def header(blob: bytes) -> tuple[int, int]:
+    """(lowest key, count of zeros) of an encoded histogram."""
+    low, zeros = _HEADER.unpack_from(blob)
+    return int(low), int(zeros)
 
 
 def key_of(value: float) -> int:
     """The bucket of a positive value, clamped to [KEY_MIN, KEY_MAX]."""
     clipped = min(max(value, MIN_MS), MAX_MS)
-    return min(max(math.ceil(math.log2(clipped) * _MULTIPLIER), KEY_MIN), KEY_MAX)
+    return min(max(math.ceil(math.log2(clipped) * MULTIPLIER), KEY_MIN), KEY_MAX)
 
 
 def keys_of(values: np.ndarray) -> np.ndarray:
     """key_of of each (positive) value of an array."""
     clipped = np.clip(values, MIN_MS, MAX_MS)
-    keys: np.ndarray = np.clip(np.ceil(np.log2(clipped) * _MULTIPLIER).astype(np.int64), KEY_MIN, KEY_MAX)
+    keys: np.ndarray = np.clip(np.ceil(np.log2(clipped) * MULTIPLIER).astype(np.int64), KEY_MIN, KEY_MAX)
     return keys
 
 
