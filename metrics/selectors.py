@@ -330,9 +330,24 @@ def error_codes(filters: MetricFilters) -> list[dict[str, Any]]:
     ]
 
 
-def filter_choices(window: Window) -> dict[str, list[str]]:
-    """The backends and models seen in the window, for the dashboard's filter menus."""
-    pairs = metrics_in(MetricFilters(window=window)).values_list("backend", "model").distinct()
+def filter_choices(window: Window, *, source: str = "raw") -> dict[str, list[str]]:
+    """The backends and models seen in the window, for the dashboard's filter menus (from the
+    day rollups of the window's days when the report reads rollups: a few rows, not millions)."""
+    pairs: Any
+    if source == "rollups":
+        from metrics.models import LatencyRollup
+        from metrics.rollups import DAY, bucket_of
+
+        pairs = (
+            LatencyRollup.objects.filter(
+                level=DAY, bucket__gte=bucket_of(window.start, DAY), bucket__lt=window.end.timestamp()
+            )
+            .order_by()
+            .values_list("backend", "model")
+            .distinct()
+        )
+    else:
+        pairs = metrics_in(MetricFilters(window=window)).values_list("backend", "model").distinct()
     backends, models = set(), set()
     for backend, model in pairs:
         if backend:

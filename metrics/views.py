@@ -74,7 +74,7 @@ def latency_dashboard(request: HttpRequest) -> HttpResponse:
         "metric_links": [
             (name, label, urlencode({**query, "metric": name})) for name, label in METRIC_CHOICES
         ],
-        "choices": {**filter_choices(filters.window), "channel": Channel.values},
+        "choices": {**filter_choices(filters.window, source=report.source), "channel": Channel.values},
         "percentile_chart": charts.percentile_chart(report.series, metric=metric),
         "volume_chart": charts.volume_chart(report.series),
         "histogram_chart": charts.histogram_chart(
