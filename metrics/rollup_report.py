@@ -187,13 +187,21 @@ def read(filters: MetricFilters, *, group_by: tuple[str, ...], with_points: bool
         name: _histograms([row[hist_offset + index] for row in rows], cell_of, ncells)
         for index, name in enumerate(ROLLUP_SERIES)
     }
-    codes: dict[int, dict[str, int]] = {}
-    for row, cell in zip(rows, cell_of.tolist(), strict=True):
+    # Error codes per point, per group and overall; each distinct JSON text parsed once.
+    parsed: dict[str, dict[str, int]] = {}
+    point_codes: list[dict[str, int]] = [{} for _ in range(npoints)]
+    group_codes: list[dict[str, int]] = [{} for _ in range(ngroups)]
+    all_codes: dict[str, int] = {}
+    for row, point, group in zip(rows, point_of.tolist(), group_of.tolist(), strict=True):
         text = row[-1]
-        if text and text != "{}":
-            cell_codes = codes.setdefault(cell, {})
-            for code, count in json.loads(text).items():
-                cell_codes[code] = cell_codes.get(code, 0) + count
+        if not text or text == "{}":
+            continue
+        found = parsed.get(text)
+        if found is None:
+            found = parsed[text] = json.loads(text)
+        for target in (point_codes[point], group_codes[group], all_codes):
+            for code, count in found.items():
+                target[code] = target.get(code, 0) + count
 
     shape = (npoints, ngroups)
     sums3 = sums.reshape(*shape, -1)
@@ -210,18 +218,12 @@ def read(filters: MetricFilters, *, group_by: tuple[str, ...], with_points: bool
                 return array.reshape(-1, *array.shape[2:]).sum(axis=0)
             return array[index].sum(axis=0) if axis == 0 else array[:, index].sum(axis=0)
 
-        result = Totals()
-        result.sums = dict(zip(rollups.SUM_COLUMNS, pick(sums3).tolist(), strict=True))
-        for name, (counts, zeros) in hist3.items():
-            result.hists[name].counts = pick(counts)
-            result.hists[name].zeros = int(pick(zeros))
-        result.by_class = {cls: round(n) for cls, n in zip(_CLASSES, pick(class3).tolist(), strict=True)}
-        for cell, cell_codes in codes.items():
-            point, group = divmod(cell, ngroups)
-            if axis is None or (axis == 0 and point == index) or (axis == 1 and group == index):
-                for code, count in cell_codes.items():
-                    result.error_codes[code] = result.error_codes.get(code, 0) + count
-        return result
+        return Totals(
+            sums=dict(zip(rollups.SUM_COLUMNS, pick(sums3).tolist(), strict=True)),
+            hists={name: sketch.Histogram.of(pick(c), int(pick(z))) for name, (c, z) in hist3.items()},
+            by_class={cls: round(n) for cls, n in zip(_CLASSES, pick(class3).tolist(), strict=True)},
+            error_codes=dict(all_codes if axis is None else (point_codes if axis == 0 else group_codes)[index]),
+        )
 
     groups = {key: totals(1, index) for key, index in group_index.items()}
     points = [(start, totals(0, index)) for index, start in enumerate(point_starts)]

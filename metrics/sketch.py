@@ -116,6 +116,14 @@ class Histogram:
         self.counts = np.zeros(SIZE, dtype=np.int64)
         self.zeros = 0
 
+    @classmethod
+    def of(cls, counts: np.ndarray, zeros: int) -> Histogram:
+        """A histogram over already summed dense counts (no copy)."""
+        histogram = cls.__new__(cls)
+        histogram.counts = counts
+        histogram.zeros = zeros
+        return histogram
+
     def add_encoded(self, blob: bytes | memoryview | None) -> None:
         if not blob:
             return
