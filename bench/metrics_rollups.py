@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/metrics_rollups.py                        # 1M then 10M rows over 90 days
     .venv/bin/python bench/metrics_rollups.py --rows 1000000 --keep  # keep eva_bench18 afterwards
+    .venv/bin/python bench/metrics_rollups.py --rows 10000000 --reuse --measure-only --keep   # time again
 
 Creates its own database (eva_bench18), fills it with bench/metrics_queries.py's generate_series
 statement (rows in time order over the last 90 days), builds the rollups with
@@ -112,6 +113,7 @@ def main() -> None:
     parser.add_argument("--database", default="eva_bench18")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="a kept database holding --rows rows: no refill")
+    parser.add_argument("--measure-only", action="store_true", help="with --reuse: keep its rollups, only time")
     args = parser.parse_args()
 
     if not args.reuse:
@@ -143,13 +145,14 @@ def main() -> None:
                 print(f"  filled in {seconds:.0f} s", flush=True)
             else:
                 print("  reusing the rows there (their timestamps end when they were made)", flush=True)
-            with connection.cursor() as cursor:
-                cursor.execute("TRUNCATE metrics_latencyrollup")
-            began = time.perf_counter()
-            call_command("metrics_rollup", "--rebuild")
-            with connection.cursor() as cursor:
-                cursor.execute("VACUUM (ANALYZE) metrics_latencyrollup")
-            print(f"  rollups rebuilt in {time.perf_counter() - began:.0f} s", flush=True)
+            if not args.measure_only:
+                with connection.cursor() as cursor:
+                    cursor.execute("TRUNCATE metrics_latencyrollup")
+                began = time.perf_counter()
+                call_command("metrics_rollup", "--rebuild")
+                with connection.cursor() as cursor:
+                    cursor.execute("VACUUM (ANALYZE) metrics_latencyrollup")
+                print(f"  rollups rebuilt in {time.perf_counter() - began:.0f} s", flush=True)
             for name, value in sizes().items():
                 print(f"  {name}: {value}", flush=True)
             table += measure(rows=rows, windows=args.windows, raw_windows=args.raw_windows, repeat=args.repeat)
