@@ -364,6 +364,7 @@ async def metric_insert(seen: Seen) -> None:
         ttft_ms=12.5,
         total_ms=80.125,
         time_to_first_audio_ms=99.75,
+        speech_total_ms=150.5,
         tokens_in=7,
         tokens_out=2_000_000_000,
         upstream_load_ms=1.25,
