@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -318,6 +318,14 @@ async def executemany(sql: str, params_seq: Iterable[Sequence[Any]]) -> None:
     """Run one statement for each parameter set, pipelined, in one transaction."""
     async with (await _pool()).connection() as conn, conn.transaction():
         await conn.cursor().executemany(sql, params_seq)
+
+
+@contextlib.asynccontextmanager
+async def transaction() -> AsyncIterator[Any]:
+    """A connection of the pool inside one transaction: committed when the block ends, rolled
+    back when it raises (metrics: raw rows and their rollups commit together)."""
+    async with (await _pool()).connection() as conn, conn.transaction():
+        yield conn
 
 
 async def close_async_pool() -> None:

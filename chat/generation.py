@@ -155,7 +155,10 @@ class ChatGeneration:
             await rate_limit_check(user_id=request.user_id, api_key_id=request.api_key_id)
             if admitted is not None:
                 await admitted
-        except EvaError:
+        except EvaError as exc:
+            # A refused request (rate limited, credentials gone) leaves its row too: a client
+            # error on the dashboard, apart from failures (metrics.classes).
+            self._record(status=Status.ERROR, error_code=exc.code)
             history_read.add_done_callback(_retrieve)  # refused: the read's outcome no longer matters
             if admitted is not None:
                 admitted.add_done_callback(_retrieve)

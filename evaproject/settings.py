@@ -388,6 +388,13 @@ TTS_HUB_OFFLINE = envbool("HF_HUB_OFFLINE", False)
 METRICS_RETENTION_DAYS = envint("METRICS_RETENTION_DAYS", 30, minimum=1)
 # How long the metric writer lets rows gather before one bulk INSERT (the dashboard lags by this much).
 METRICS_BATCH_WAIT_S = envfloat("METRICS_BATCH_WAIT_S", 0.25, minimum=0.0)
+# The dashboard reads exact percentiles from raw rows for windows up to this long holding at
+# most this many requests; longer or busier windows are read from the rollups (within 1 %).
+METRICS_EXACT_WINDOW_HOURS = envint("METRICS_EXACT_WINDOW_HOURS", 24, minimum=0)
+METRICS_EXACT_MAX_ROWS = envint("METRICS_EXACT_MAX_ROWS", 100_000, minimum=0)
+# Per-minute rollups are kept this many days (hour and day rollups for ever): an older window
+# edge is read to the hour. metrics_prune deletes the older minute rows.
+METRICS_ROLLUP_MINUTE_DAYS = envint("METRICS_ROLLUP_MINUTE_DAYS", 8, minimum=1)
 PROMETHEUS_TOKEN = envstr("PROMETHEUS_TOKEN")  # empty: GET /metrics answers 404
 # Several web processes: one directory, emptied before they start, shared by all of them;
 # prometheus_client reads the same variable from the environment at import.

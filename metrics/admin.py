@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from metrics.models import LatencyDashboard, RequestMetric
+from metrics.models import VIEW_LATENCY, LatencyDashboard, RequestMetric
 
 # Django's admin classes are generic only in django-stubs: subscripted for the type checker
 # alone, since subscripting them at run time needs django_stubs_ext to patch them.
@@ -30,6 +30,13 @@ class RequestMetricAdmin(_MetricModelAdmin):
     # COUNT(*) over millions of rows on every page load is what makes big changelists slow.
     show_full_result_count = False
 
+    # One permission for every way to read all users' metrics (dashboard, JSON, CSV, here).
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm(VIEW_LATENCY))
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.has_perm(VIEW_LATENCY))
+
     # Metrics are evidence: they are read and pruned, never edited by hand.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -40,13 +47,13 @@ class RequestMetricAdmin(_MetricModelAdmin):
 
 @admin.register(LatencyDashboard)
 class LatencyDashboardAdmin(_DashboardModelAdmin):
-    """An entry in the admin index whose page is the dashboard (shown to every staff member)."""
+    """An entry in the admin index whose page is the dashboard (for holders of metrics.view_latency)."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
+        return bool(request.user.has_perm(VIEW_LATENCY))
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
+        return bool(request.user.has_perm(VIEW_LATENCY))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

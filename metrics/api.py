@@ -1,7 +1,8 @@
 """REST endpoints of the metrics app (mounted under /api/v1/): the dashboard's numbers as JSON, and CSV.
 
-Auth: an API key with the `metrics` scope, or a staff browser session. Staff see every
-request; a key of a non-staff user sees only that user's own requests.
+Auth: an API key with the `metrics` scope, or a browser session of a user with the
+metrics.view_latency permission. A holder of that permission (or their key) sees every
+request; a key of any other user sees only that user's own requests.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Query, Router
 
@@ -17,6 +19,7 @@ from accounts.error_schemas import AUTH_ERRORS, error_responses
 from accounts.errors import NotFound
 from accounts.models import Scope
 from metrics.export import metrics_csv_chunks
+from metrics.models import VIEW_LATENCY
 from metrics.report import LatencyReport, MetricFilters
 from metrics.schemas import LatencyQuery, LatencyReportOut
 from metrics.selectors import latency_report, metric_filters, parse_group_by
@@ -28,7 +31,7 @@ METRICS_ERRORS = error_responses(*AUTH_ERRORS, 404, 422)
 
 def _filters_for(principal: Principal, params: LatencyQuery) -> MetricFilters:
     user_id = params.user
-    if not principal.user.is_staff:
+    if not principal.user.has_perm(VIEW_LATENCY):
         if user_id is not None and user_id != principal.user_id:
             raise NotFound("No such user.")
         user_id = principal.user_id
@@ -62,6 +65,8 @@ def report_as_json(report: LatencyReport) -> dict[str, Any]:
         "series": {"bucket_seconds": report.bucket_seconds, "points": [asdict(point) for point in report.series]},
         "histograms": {name: [asdict(item) for item in bins] for name, bins in report.histograms.items()},
         "errors": {"by_code": report.error_codes, "recent": report.recent_errors},
+        "source": {"name": report.source, "start": report.source_start, "end": report.source_end},
+        "previous": asdict(report.previous) if report.previous is not None else None,
     }
 
 
@@ -73,7 +78,8 @@ def report_as_json(report: LatencyReport) -> dict[str, Any]:
 )
 def latency(request: HttpRequest, params: Query[LatencyQuery]) -> dict[str, Any]:
     filters = _filters_for(request_principal(request), params)
-    return report_as_json(latency_report(filters, group_by=parse_group_by(params.group_by)))
+    report = latency_report(filters, group_by=parse_group_by(params.group_by), source=params.source)
+    return report_as_json(report)
 
 
 @router.get(
@@ -84,7 +90,8 @@ def latency(request: HttpRequest, params: Query[LatencyQuery]) -> dict[str, Any]
     openapi_extra={"responses": {200: {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}}}},
 )
 async def export_csv(request: HttpRequest, params: Query[LatencyQuery]) -> StreamingHttpResponse:
-    filters = _filters_for(request_principal(request), params)
+    # has_perm reads the database: in a thread, as every ORM call from this async view.
+    filters = await sync_to_async(_filters_for)(request_principal(request), params)
     window = filters.window
     response = StreamingHttpResponse(metrics_csv_chunks(filters), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (

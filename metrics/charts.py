@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
@@ -59,7 +60,13 @@ class Marker:
     color: str
     dash: str
     value_ms: float
-    label_y: float = 0.0  # staggered so that close percentiles keep readable labels
+    label_y: float = 0.0  # rows so that close percentiles keep readable labels
+    label_x: float = 0.0
+    anchor: str = "start"
+
+    @property
+    def text(self) -> str:
+        return f"{self.label} {format_ms(self.value_ms)}"
 
 
 @dataclass
@@ -117,11 +124,61 @@ def nice_ceiling(value: float) -> tuple[float, float]:
     return math.ceil(value / step) * step, step
 
 
-def _time_label(moment: datetime, span: timedelta) -> str:
-    local = timezone.localtime(moment)
-    if span <= timedelta(hours=24):
-        return local.strftime("%H:%M")
-    return local.strftime("%a %d %H:%M") if span <= timedelta(days=8) else local.strftime("%b %d")
+MAX_TIME_TICKS = 8
+# Tick spacings a reader recognises (seconds); a tick interval is the smallest that leaves at
+# most MAX_TIME_TICKS labels and is a whole number of series steps.
+_TICK_INTERVALS_S = (
+    10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 1209600, 2592000,
+)
+# A label about this wide per character at the axis' 11 px: ticks are spaced so that labels never meet.
+AXIS_CHAR_PX = 6.6
+
+
+def _label_format(interval_s: int, first: datetime, last: datetime) -> str:
+    """A strftime format precise enough that ticks `interval_s` apart never read the same."""
+    same_day = first.date() == last.date()
+    if interval_s % 60:
+        return "%H:%M:%S" if same_day else "%a %d %H:%M:%S"
+    if interval_s < 86400 or interval_s % 86400:
+        return "%H:%M" if same_day else "%a %d %H:%M"
+    return "%b %d" if first.year == last.year else "%b %d %Y"
+
+
+def time_ticks(starts: list[datetime], step_s: int, x_of: Any, *, plot_width: float) -> list[Tick]:
+    """Readable, unique and non-overlapping labels under a time axis of series points.
+
+    Ticks fall on round times (multiples of the interval since the epoch, in the site's time
+    zone for days), labels name just what tells them apart (seconds only for sub-minute
+    intervals, the day only when the window spans days), and their spacing leaves room for
+    the text.
+    """
+    if not starts:
+        return []
+    first, last = timezone.localtime(starts[0]), timezone.localtime(starts[-1])
+    slot = plot_width / len(starts)
+    fallback = step_s * max(1, math.ceil(len(starts) / MAX_TIME_TICKS))  # when no round interval fits
+    interval = fallback
+    for candidate in (*_TICK_INTERVALS_S, fallback):
+        if candidate % step_s or candidate < step_s:
+            continue
+        interval = candidate
+        every = interval // step_s
+        fmt = _label_format(interval, first, last)
+        width = len(timezone.localtime(starts[0]).strftime(fmt)) * AXIS_CHAR_PX + 8
+        if len(starts) / every <= MAX_TIME_TICKS and every * slot >= width:
+            break
+    chosen = []
+    for index, moment in enumerate(starts):
+        offset = timezone.localtime(moment).utcoffset() or timedelta(0)
+        if int((moment + offset).timestamp()) % interval == 0:
+            chosen.append(index)
+    if not chosen:  # a time zone whose offset is not a whole number of intervals: every n-th point
+        chosen = list(range(0, len(starts), every))
+    labels = [timezone.localtime(starts[index]).strftime(fmt) for index in chosen]
+    if len(set(labels)) != len(labels):  # a clock change repeated an hour: the full date and time
+        labels = [timezone.localtime(starts[index]).strftime("%Y-%m-%d %H:%M") for index in chosen]
+    ticks = [Tick(position=x_of(index), label=label) for index, label in zip(chosen, labels, strict=True)]
+    return ticks
 
 
 def percentile_chart(points: list[SeriesPoint], *, metric: str, width: int = 960, height: int = 280) -> Chart:
@@ -161,11 +218,8 @@ def percentile_chart(points: list[SeriesPoint], *, metric: str, width: int = 960
     while tick <= top_value + step / 2:
         chart.y_ticks.append(Tick(position=y_of(tick), label=format_ms(tick)))
         tick += step
-    span = points[-1].start - points[0].start
-    every = max(1, math.ceil(len(points) / 8))
-    chart.x_ticks = [
-        Tick(position=x_of(i), label=_time_label(p.start, span)) for i, p in enumerate(points) if i % every == 0
-    ]
+    step_s = int((points[1].start - points[0].start).total_seconds()) if len(points) > 1 else 60
+    chart.x_ticks = time_ticks([p.start for p in points], step_s, x_of, plot_width=plot_w)
     return chart
 
 
@@ -240,13 +294,37 @@ def histogram_chart(
             if item.upper_ms is None or value < item.upper_ms:
                 fraction = 0.5 if item.upper_ms is None else (value - item.lower_ms) / (item.upper_ms - item.lower_ms)
                 x = chart.left + slot * (index + min(max(fraction, 0.0), 1.0))
-                label_y = chart.top + 10 + 13 * len(chart.markers)
-                chart.markers.append(
-                    Marker(x=round(x, 1), label=label, color=color, dash=dash, value_ms=value, label_y=label_y)
-                )
+                chart.markers.append(Marker(x=round(x, 1), label=label, color=color, dash=dash, value_ms=value))
                 break
+    place_marker_labels(chart.markers, left=chart.left, right=chart.right, top=chart.top)
     chart.y_ticks = [Tick(position=chart.top, label=f"{top_value:.0f}"), Tick(position=chart.bottom, label="0")]
     return chart
+
+
+MARKER_CHAR_PX = 7.2  # the markers' 11 px bold text, per character (a little generous)
+MARKER_ROW_PX = 14
+
+
+def place_marker_labels(markers: list[Marker], *, left: float, right: float, top: float) -> None:
+    """Put each marker's label beside its line where it meets no other label.
+
+    Labels go right of their line (left of it near the right edge), each on the first row
+    where it does not touch a label already placed; rows are MARKER_ROW_PX apart.
+    """
+    rows: list[list[tuple[float, float]]] = []
+    for marker in sorted(markers, key=lambda m: m.x):
+        width = len(marker.text) * MARKER_CHAR_PX
+        if marker.x + 4 + width <= right:
+            marker.anchor, start, end = "start", marker.x + 4, marker.x + 4 + width
+        else:
+            marker.anchor, start, end = "end", max(left, marker.x - 4 - width), marker.x - 4
+        marker.label_x = round(marker.x + 4 if marker.anchor == "start" else marker.x - 4, 1)
+        free = [i for i, row in enumerate(rows) if all(end + 4 <= a or start >= b + 4 for a, b in row)]
+        row_index = free[0] if free else len(rows)
+        if not free:
+            rows.append([])
+        rows[row_index].append((start, end))
+        marker.label_y = round(top + 10 + MARKER_ROW_PX * row_index, 1)
 
 
 UPSTREAM_PARTS = (
@@ -297,3 +375,44 @@ def upstream_split(groups: list[GroupStats]) -> list[SplitRow]:
         )
         for label, parts in rows
     ]
+
+
+@dataclass
+class Comparison:
+    """One figure this period against the period just before."""
+
+    label: str
+    now: float | None
+    before: float | None
+    kind: str  # "ms" or "rate"
+
+    @property
+    def change(self) -> float | None:
+        """Relative change (0.12: 12 % more); None without both figures."""
+        if self.now is None or self.before is None or self.before == 0:
+            return None
+        return (self.now - self.before) / self.before
+
+    @property
+    def worse(self) -> bool:
+        change = self.change
+        return change is not None and change > 0.1
+
+
+def comparison(now: GroupStats, before: GroupStats | None) -> list[Comparison]:
+    """P95s, error rate and volume of this window against the previous one (same length)."""
+    if before is None:
+        return []
+    rows = [
+        Comparison("requests", float(now.count), float(before.count), "count"),
+        Comparison("error rate", now.error_rate, before.error_rate, "rate"),
+    ]
+    for name, label in (
+        ("ttft_ms", "P95 time to first token"),
+        ("total_ms", "P95 text total"),
+        ("time_to_first_audio_ms", "P95 time to first audio"),
+        ("speech_total_ms", "P95 speech total"),
+    ):
+        if now.latency[name].count or before.latency[name].count:
+            rows.append(Comparison(label, now.latency[name].p95, before.latency[name].p95, "ms"))
+    return rows

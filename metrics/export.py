@@ -28,6 +28,7 @@ CSV_COLUMNS = (
     "ttft_ms",
     "total_ms",
     "time_to_first_audio_ms",
+    "speech_total_ms",
     "tokens_in",
     "tokens_out",
     "upstream_queue_ms",

@@ -11,6 +11,9 @@ elsewhere through the ORM in an executor thread; both write the same rows
 row by row (a row the database refuses is lost alone; when the database refuses a row the whole
 batch goes row by row at once). No row is lost without a trace: one that cannot be written is
 logged at ERROR with its content (redacted) and counted in eva_metric_rows_dropped_total.
+A batch's rows and their rollups (metrics.rollups) are written in one transaction: a batch
+that fails, is retried or whose writer is killed counts in the rollups exactly as often as its
+rows are stored.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DataError, IntegrityError, close_old_connections
+from django.db import DataError, IntegrityError, close_old_connections, transaction
 
 from accounts import asyncdb
 from accounts.redaction import redact
+from metrics import rollups
 from metrics.models import RequestMetric
 from metrics.prometheus import METRIC_ROWS_DROPPED
 
@@ -58,7 +62,9 @@ def _observed(metric: RequestMetric) -> RequestMetric:
 def _insert(rows: list[RequestMetric]) -> None:
     close_old_connections()
     try:
-        RequestMetric.objects.bulk_create(rows)
+        with transaction.atomic():  # the rows and their rollups commit together, or neither
+            RequestMetric.objects.bulk_create(rows)
+            rollups.apply_sync([rollups.raw_tuple(row) for row in rows])
     finally:
         close_old_connections()
 
@@ -71,7 +77,9 @@ _INSERT_SQL = (
 
 
 async def _insert_async(rows: list[RequestMetric]) -> None:
-    await asyncdb.executemany(_INSERT_SQL, [[getattr(row, f.attname) for f in _FIELDS] for row in rows])
+    async with asyncdb.transaction() as conn:  # the rows and their rollups commit together, or neither
+        await conn.cursor().executemany(_INSERT_SQL, [[getattr(row, f.attname) for f in _FIELDS] for row in rows])
+        await rollups.apply_async(conn, [rollups.raw_tuple(row) for row in rows])
 
 
 async def _write(rows: list[RequestMetric]) -> None:
@@ -209,7 +217,9 @@ async def flush_metrics() -> None:
 def record_metric_sync(**fields: Any) -> RequestMetric:
     """For code outside an event loop (management commands, sync views): writes at once."""
     metric = _observed(RequestMetric(**fields))
-    metric.save()
+    with transaction.atomic():
+        metric.save()
+        rollups.apply_sync([rollups.raw_tuple(metric)])
     return metric
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +43,7 @@ class GroupStats:
     key: dict[str, Any]
     label: str
     count: int
+    # Failures of EVA or its upstreams (status classes server_error and upstream_error).
     errors: int
     fallbacks: int
     cancelled: int
@@ -54,6 +55,11 @@ class GroupStats:
     # Mean of total minus the upstream parts, over requests with upstream timings: EVA,
     # the network and anything the provider does not report.
     other_ms: float | None
+    # Requests refused as the client's own doing (4xx: bad input, rate limited, unauthorised).
+    client_errors: int = 0
+    client_error_rate: float | None = None
+    # Requests per status class (metrics.classes.StatusClass values).
+    by_class: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class SeriesPoint:
     count: int
     errors: int
     latency: dict[str, Distribution]
+    client_errors: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,3 +89,11 @@ class LatencyReport:
     histograms: dict[str, list[HistogramBin]]
     recent_errors: list[dict[str, Any]]
     error_codes: list[dict[str, Any]]
+    # Where the figures come from: "raw" (exact percentiles over the rows) or "rollups"
+    # (histograms of whole minutes, hours and days, within 1 %), and the window they cover
+    # (rollups: the window widened to whole minutes).
+    source: str = "raw"
+    source_start: datetime | None = None
+    source_end: datetime | None = None
+    # The same figures over the window just before (same length), for comparison.
+    previous: GroupStats | None = None

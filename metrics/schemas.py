@@ -21,6 +21,9 @@ class LatencyQuery(Schema):
     user: QueryInt | None = None
     key: QueryInt | None = None
     group_by: str = ",".join(DEFAULT_GROUP_BY)
+    source: str = Field(
+        "auto", description="auto, raw (exact percentiles over the rows) or rollups (within 1 %); see README."
+    )
 
 
 class DistributionOut(Schema):
@@ -49,6 +52,9 @@ class GroupOut(Schema):
     latency: dict[str, DistributionOut]
     upstream: dict[str, AverageOut]
     other_ms: float | None
+    client_errors: int
+    client_error_rate: float | None
+    by_class: dict[str, int]
 
 
 class WindowOut(Schema):
@@ -70,6 +76,7 @@ class SeriesPointOut(Schema):
     count: int
     errors: int
     latency: dict[str, DistributionOut]
+    client_errors: int
 
 
 class SeriesOut(Schema):
@@ -93,16 +100,25 @@ class RecentErrorOut(Schema):
     total_ms: float
     user_id: int | None
     api_key_id: int | None
+    username: str | None
+    status_class: str
 
 
 class ErrorCodeOut(Schema):
     error_code: str
     count: int
+    status_class: str
 
 
 class ErrorsOut(Schema):
     by_code: list[ErrorCodeOut]
     recent: list[RecentErrorOut]
+
+
+class SourceOut(Schema):
+    name: str = Field(description="raw: exact percentiles over the rows; rollups: histograms, within 1 %")
+    start: datetime | None = Field(description="the window the figures cover (rollups: widened to whole minutes)")
+    end: datetime | None
 
 
 class LatencyReportOut(Schema):
@@ -114,3 +130,5 @@ class LatencyReportOut(Schema):
     series: SeriesOut
     histograms: dict[str, list[HistogramBinOut]]
     errors: ErrorsOut
+    source: SourceOut
+    previous: GroupOut | None

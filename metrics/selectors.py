@@ -6,9 +6,11 @@ key) and runs its aggregation in the database; none of them loads the rows thems
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import (
     Avg,
@@ -26,6 +28,7 @@ from django.db.models.functions import Coalesce
 
 from accounts.errors import InvalidInput
 from accounts.models import ApiKey
+from metrics.classes import FAILURE_CLASSES, StatusClass, status_class, status_class_q
 from metrics.models import Channel, RequestMetric, Status
 from metrics.report import (
     Average,
@@ -39,7 +42,9 @@ from metrics.report import (
 from metrics.stats import EpochBucket, PercentileCont, analytics_queries
 from metrics.windows import Window, resolve_window
 
-LATENCY_FIELDS = ("ttft_ms", "total_ms", "time_to_first_audio_ms")
+# Text (time to first token, text total) and speech (time to first audio, speech total) apart:
+# a spoken reply's total_ms is its text's; speech_total_ms runs to its last audio.
+LATENCY_FIELDS = ("ttft_ms", "total_ms", "time_to_first_audio_ms", "speech_total_ms")
 # In the order the time is spent: waiting in the provider's queue, loading the model,
 # reading the prompt, generating the answer.
 UPSTREAM_FIELDS = ("upstream_queue_ms", "upstream_load_ms", "upstream_prompt_ms", "upstream_generation_ms")
@@ -123,13 +128,16 @@ def _distribution_aggregates(fields: tuple[str, ...]) -> dict[str, Any]:
     return aggregates
 
 
+def _class_counts() -> dict[str, Any]:
+    return {f"class_{cls.value}": Count("id", filter=status_class_q(cls)) for cls in StatusClass}
+
+
 def _summary_aggregates() -> dict[str, Any]:
     upstream_sum = sum((Coalesce(F(name), Value(0.0)) for name in UPSTREAM_FIELDS), start=Value(0.0))
     return {
         "count": Count("id"),
-        "errors": Count("id", filter=Q(status=Status.ERROR)),
+        **_class_counts(),
         "fallbacks": Count("id", filter=Q(status=Status.FALLBACK)),
-        "cancelled": Count("id", filter=Q(status=Status.CANCELLED)),
         "tokens_out_sum": Sum("tokens_out", filter=_GENERATED),
         "generation_ms_sum": Sum(Coalesce("upstream_generation_ms", F("total_ms") - F("ttft_ms")), filter=_GENERATED),
         "other_ms": Avg(F("total_ms") - upstream_sum, filter=Q(upstream_generation_ms__isnull=False)),
@@ -153,19 +161,25 @@ def _distribution(row: dict[str, Any], name: str) -> Distribution:
 def _group_stats(row: dict[str, Any], *, key: dict[str, Any], label: str) -> GroupStats:
     count = row["count"] or 0
     generation_ms = row["generation_ms_sum"]
+    by_class = {cls.value: row[f"class_{cls.value}"] for cls in StatusClass}
+    errors = sum(by_class[cls.value] for cls in FAILURE_CLASSES)
+    client = by_class[StatusClass.CLIENT_ERROR.value]
     return GroupStats(
         key=key,
         label=label,
         count=count,
-        errors=row["errors"],
+        errors=errors,
         fallbacks=row["fallbacks"],
-        cancelled=row["cancelled"],
-        error_rate=row["errors"] / count if count else None,
+        cancelled=by_class[StatusClass.CANCELLED.value],
+        error_rate=errors / count if count else None,
         fallback_rate=row["fallbacks"] / count if count else None,
         tokens_per_second=row["tokens_out_sum"] * 1000.0 / generation_ms if generation_ms else None,
         latency={name: _distribution(row, name) for name in LATENCY_FIELDS},
         upstream={name: Average(count=row[f"{name}_count"] or 0, mean=row[f"{name}_mean"]) for name in UPSTREAM_FIELDS},
         other_ms=row["other_ms"],
+        client_errors=client,
+        client_error_rate=client / count if count else None,
+        by_class=by_class,
     )
 
 
@@ -213,7 +227,12 @@ def latency_series(
 ) -> tuple[int, list[SeriesPoint]]:
     """P50/P95/P99 of each of `fields` per time bucket; every bucket of the window is present."""
     step = filters.window.bucket_seconds()
-    aggregates: dict[str, Any] = {"count": Count("id"), "errors": Count("id", filter=Q(status=Status.ERROR))}
+    failure = status_class_q(FAILURE_CLASSES[0]) | status_class_q(FAILURE_CLASSES[1])
+    aggregates: dict[str, Any] = {
+        "count": Count("id"),
+        "errors": Count("id", filter=failure),
+        "client_errors": Count("id", filter=status_class_q(StatusClass.CLIENT_ERROR)),
+    }
     aggregates.update(_distribution_aggregates(fields))
     rows: Any = (
         metrics_in(filters)
@@ -235,6 +254,7 @@ def latency_series(
                 count=row["count"] if row else 0,
                 errors=row["errors"] if row else 0,
                 latency={name: _distribution(row, name) if row else empty for name in fields},
+                client_errors=row["client_errors"] if row else 0,
             )
         )
     return step, points
@@ -283,7 +303,12 @@ def recent_errors(filters: MetricFilters, *, limit: int = RECENT_ERRORS_LIMIT) -
             "created_at", "request_id", "channel", "backend", "model", "error_code", "total_ms", "user_id", "api_key_id"
         )[:limit]
     )
-    return list(rows)
+    found = list(rows)
+    names = _owner_labels(found)
+    for row in found:
+        row["status_class"] = status_class("error", row["error_code"]).value
+        row["username"] = names.get(("user", row["user_id"]))
+    return found
 
 
 def error_codes(filters: MetricFilters) -> list[dict[str, Any]]:
@@ -295,12 +320,34 @@ def error_codes(filters: MetricFilters) -> list[dict[str, Any]]:
         .annotate(count=Count("id"))
         .order_by("-count", "error_code")
     )
-    return [{"error_code": row["error_code"] or "(none)", "count": row["count"]} for row in rows]
+    return [
+        {
+            "error_code": row["error_code"] or "(none)",
+            "count": row["count"],
+            "status_class": status_class("error", row["error_code"]).value,
+        }
+        for row in rows
+    ]
 
 
-def filter_choices(window: Window) -> dict[str, list[str]]:
-    """The backends and models seen in the window, for the dashboard's filter menus."""
-    pairs = metrics_in(MetricFilters(window=window)).values_list("backend", "model").distinct()
+def filter_choices(window: Window, *, source: str = "raw") -> dict[str, list[str]]:
+    """The backends and models seen in the window, for the dashboard's filter menus (from the
+    day rollups of the window's days when the report reads rollups: a few rows, not millions)."""
+    pairs: Any
+    if source == "rollups":
+        from metrics.models import LatencyRollup
+        from metrics.rollups import DAY, bucket_of
+
+        pairs = (
+            LatencyRollup.objects.filter(
+                level=DAY, bucket__gte=bucket_of(window.start, DAY), bucket__lt=window.end.timestamp()
+            )
+            .order_by()
+            .values_list("backend", "model")
+            .distinct()
+        )
+    else:
+        pairs = metrics_in(MetricFilters(window=window)).values_list("backend", "model").distinct()
     backends, models = set(), set()
     for backend, model in pairs:
         if backend:
@@ -310,27 +357,110 @@ def filter_choices(window: Window) -> dict[str, list[str]]:
     return {"backend": sorted(backends), "model": sorted(models)}
 
 
+SOURCES = ("auto", "raw", "rollups")
+
+
+def choose_source(filters: MetricFilters, *, group_by: tuple[str, ...], source: str = "auto") -> str:
+    """`raw` (exact) or `rollups` (within 1 %) for this report; see README, "Two sources".
+
+    Rollups know no user or key: a filter or grouping by them reads raw rows. Otherwise raw rows
+    answer windows of up to METRICS_EXACT_WINDOW_HOURS holding at most METRICS_EXACT_MAX_ROWS
+    requests whose raw rows are all still there; rollups answer the rest.
+    """
+    from metrics import rollup_report, rollups
+
+    source = (source or "auto").strip().lower()
+    if source not in SOURCES:
+        raise InvalidInput(f"Unknown source {source!r}. Choose among {', '.join(SOURCES)}.", code="invalid_source")
+    by_owner = filters.user_id is not None or filters.api_key_id is not None or bool({"user", "key"} & set(group_by))
+    if by_owner:
+        return "raw"
+    if source != "auto":
+        return source
+    if filters.window.span > timedelta(hours=settings.METRICS_EXACT_WINDOW_HOURS):
+        return "rollups"
+    complete = rollups.raw_complete_since()
+    if complete is not None and filters.window.start < complete:
+        return "rollups"
+    return "raw" if rollup_report.count_in(filters) <= settings.METRICS_EXACT_MAX_ROWS else "rollups"
+
+
+def previous_filters(filters: MetricFilters) -> MetricFilters:
+    """The same filters over the window of the same length just before."""
+    window = filters.window
+    earlier = Window(start=window.start - window.span, end=window.start, name="previous")
+    return replace(filters, window=earlier)
+
+
 def latency_report(
     filters: MetricFilters,
     *,
     group_by: tuple[str, ...] = DEFAULT_GROUP_BY,
     fields: tuple[str, ...] = LATENCY_FIELDS,
+    source: str = "auto",
+    compare: bool = True,
 ) -> LatencyReport:
     """Everything the dashboard shows, for the page and the JSON API alike.
 
     `fields` narrows the time series and histograms to the latencies a caller draws (the
-    page draws one at a time); the overall row and the table always carry all three.
+    page draws one at a time); the overall row and the table always carry all of them.
+    `source` is `auto`, `raw` or `rollups` (choose_source); `compare` adds the previous
+    period's overall figures.
     """
+    chosen = choose_source(filters, group_by=group_by, source=source)
     with analytics_queries():
-        step, series = latency_series(filters, fields=fields)
-        return LatencyReport(
-            filters=filters,
-            group_by=group_by,
-            overall=latency_overall(filters),
-            groups=latency_groups(filters, group_by=group_by),
-            bucket_seconds=step,
-            series=series,
-            histograms=latency_histograms(filters, fields=fields),
-            recent_errors=recent_errors(filters),
-            error_codes=error_codes(filters),
-        )
+        if chosen == "rollups":
+            report = _rollup_report(filters, group_by=group_by, fields=fields)
+        else:
+            step, series = latency_series(filters, fields=fields)
+            report = LatencyReport(
+                filters=filters,
+                group_by=group_by,
+                overall=latency_overall(filters),
+                groups=latency_groups(filters, group_by=group_by),
+                bucket_seconds=step,
+                series=series,
+                histograms=latency_histograms(filters, fields=fields),
+                recent_errors=recent_errors(filters),
+                error_codes=error_codes(filters),
+                source="raw",
+                source_start=filters.window.start,
+                source_end=filters.window.end,
+            )
+        if compare:
+            earlier = previous_filters(filters)
+            if choose_source(earlier, group_by=group_by, source=chosen) == "rollups":
+                from metrics import rollup_report
+
+                totals = rollup_report.read(earlier, group_by=(), with_points=False).overall
+                previous = totals.group_stats(key={}, label="previous period", percentiles=PERCENTILES)
+            else:
+                previous = replace(latency_overall(earlier), label="previous period")
+            report = replace(report, previous=previous)
+    return report
+
+
+def _rollup_report(filters: MetricFilters, *, group_by: tuple[str, ...], fields: tuple[str, ...]) -> LatencyReport:
+    from metrics import rollup_report
+
+    read = rollup_report.read(filters, group_by=group_by)
+    groups = []
+    for values, totals in read.groups.items():
+        key = dict(zip(group_by, values, strict=True))
+        label = " · ".join(_plain(value) for value in values)
+        groups.append(totals.group_stats(key=key, label=label, percentiles=PERCENTILES))
+    groups.sort(key=lambda group: (-group.count, group.label))
+    return LatencyReport(
+        filters=filters,
+        group_by=group_by,
+        overall=read.overall.group_stats(key={}, label="all requests", percentiles=PERCENTILES),
+        groups=groups,
+        bucket_seconds=read.step,
+        series=rollup_report.series(read, fields, PERCENTILES),
+        histograms=rollup_report.histograms(read.overall, fields, tuple(float(e) for e in HISTOGRAM_EDGES_MS)),
+        recent_errors=recent_errors(filters),
+        error_codes=rollup_report.error_codes(read.overall),
+        source="rollups",
+        source_start=datetime.fromtimestamp(read.start, tz=UTC),
+        source_end=datetime.fromtimestamp(read.end, tz=UTC),
+    )

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from metrics.models import RequestMetric
+from metrics import rollups
+from metrics.models import LatencyRollup, RequestMetric
 
 DEFAULT_PRUNE_BATCH = 10_000
 
@@ -23,11 +24,15 @@ def metrics_prune(
     """Delete the RequestMetric rows created before now - `older_than`, in batches; return how many.
 
     Each batch is its own short transaction so that the table stays writable and the
-    write-ahead log stays small while millions of rows go.
+    write-ahead log stays small while millions of rows go. The rollups stay: they are all
+    that is left of the pruned time, and `metrics_rollup --rebuild` will not start before
+    `cutoff` (metrics.rollups.note_pruned).
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
     cutoff = (now or timezone.now()) - older_than
+    rollups.note_pruned(cutoff)
+    LatencyRollup.objects.filter(level=rollups.MINUTE, bucket__lt=rollups.minute_cutoff()).delete()
     deleted = 0
     while True:
         with transaction.atomic():

@@ -7,15 +7,18 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from accounts.errors import InvalidInput
 from metrics import charts
 from metrics.forms import METRIC_CHOICES, METRIC_LABELS, LatencyFilterForm
-from metrics.models import Channel
+from metrics.models import VIEW_LATENCY, Channel
 from metrics.prometheus import CONTENT_TYPE, bearer_token_matches, render_prometheus
 from metrics.selectors import (
     filter_choices,
@@ -24,7 +27,7 @@ from metrics.selectors import (
     parse_group_by,
 )
 
-EXPORT_PARAMS = ("window", "start", "end", "backend", "model", "channel", "user", "key", "group_by")
+EXPORT_PARAMS = ("window", "start", "end", "backend", "model", "channel", "user", "key", "group_by", "source")
 
 
 @never_cache
@@ -32,6 +35,8 @@ EXPORT_PARAMS = ("window", "start", "end", "backend", "model", "channel", "user"
 @require_GET
 def latency_dashboard(request: HttpRequest) -> HttpResponse:
     """P50/P95/P99, volume, errors and where the time went, for the filtered window."""
+    if not request.user.has_perm(VIEW_LATENCY):  # staff alone is not enough (the admin agrees)
+        raise PermissionDenied("The latency dashboard needs the metrics.view_latency permission.")
     form = LatencyFilterForm(request.GET)
     form.is_valid()  # invalid fields fall back to their defaults; the form shows the errors
     data: dict[str, Any] = form.cleaned_data
@@ -51,7 +56,11 @@ def latency_dashboard(request: HttpRequest) -> HttpResponse:
         filters = metric_filters(window="24h")
     group_by = parse_group_by(data.get("group_by"))
     metric = data.get("metric") or "total_ms"
-    report = latency_report(filters, group_by=group_by, fields=(metric,))
+    try:
+        report = latency_report(filters, group_by=group_by, fields=(metric,), source=data.get("source") or "auto")
+    except InvalidInput as exc:
+        form.add_error(None, exc.message)
+        report = latency_report(filters, group_by=group_by, fields=(metric,))
     overall_metric = report.overall.latency[metric]
     query = {name: _query_value(data.get(name)) for name in EXPORT_PARAMS}
     query = {name: value for name, value in query.items() if value}
@@ -65,7 +74,7 @@ def latency_dashboard(request: HttpRequest) -> HttpResponse:
         "metric_links": [
             (name, label, urlencode({**query, "metric": name})) for name, label in METRIC_CHOICES
         ],
-        "choices": {**filter_choices(filters.window), "channel": Channel.values},
+        "choices": {**filter_choices(filters.window, source=report.source), "channel": Channel.values},
         "percentile_chart": charts.percentile_chart(report.series, metric=metric),
         "volume_chart": charts.volume_chart(report.series),
         "histogram_chart": charts.histogram_chart(
@@ -77,9 +86,20 @@ def latency_dashboard(request: HttpRequest) -> HttpResponse:
         "split": charts.upstream_split(report.groups),
         "split_parts": charts.UPSTREAM_PARTS,
         "show_audio": report.overall.latency["time_to_first_audio_ms"].count > 0,
+        "show_speech": report.overall.latency["speech_total_ms"].count > 0,
         "export_query": urlencode(query),
+        "comparison": charts.comparison(report.overall, report.previous),
+        "user_links": _user_links(report.recent_errors),
     }
     return render(request, "metrics/latency_dashboard.html", context)
+
+
+def _user_links(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """The admin page of each user in the error list, by user id."""
+    ids = {row["user_id"] for row in rows if row.get("user_id") is not None}
+    user_model = get_user_model()
+    opts = user_model._meta
+    return {pk: reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[pk]) for pk in ids}
 
 
 def _query_value(value: Any) -> str:

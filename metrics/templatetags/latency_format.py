@@ -48,3 +48,26 @@ def number(value: Any, digits: int = 1) -> str:
 def get(mapping: dict[str, Any], key: str) -> Any:
     """`row.latency|get:metric`: a dictionary value by a key held in a variable."""
     return mapping.get(key) if mapping else None
+
+
+CLASS_LABELS = {
+    "ok": "ok",
+    "cancelled": "cancelled",
+    "client_error": "client error",
+    "upstream_error": "upstream error",
+    "server_error": "server error",
+}
+
+
+@register.filter
+def class_label(value: str) -> str:
+    """A status class in words."""
+    return CLASS_LABELS.get(value, value)
+
+
+@register.filter
+def signed_percent(value: float | None) -> str:
+    """A relative change as +12 % or -3.4 %; a dash when there is nothing to compare."""
+    if value is None:
+        return "—"
+    return f"{100 * value:+.1f} %" if abs(value) < 0.1 else f"{100 * value:+.0f} %"

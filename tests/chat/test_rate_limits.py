@@ -168,6 +168,20 @@ async def test_parallel_checks_are_exact_and_go_to_redis_in_one_round_trip(setti
         assert ratelimit._redis_batcher()[1].batches == 1  # all 25 issued in one loop turn
 
 
+async def test_a_refused_request_leaves_a_client_error_row(ollama, user_key, settings):
+    """#18: rate-limited requests are counted (as client errors, not as EVA's failures)."""
+    from metrics.models import RequestMetric
+    from metrics.recorder import flush_metrics
+
+    settings.RATE_LIMIT_PER_KEY = "2/minute"
+    settings.RATE_LIMIT_PER_USER = "1000/minute"
+    _, key = await user_key()
+    responses = [await post(key) for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 429, 429, 429]
+    await flush_metrics()
+    rows = [row async for row in RequestMetric.objects.order_by("created_at").values("status", "error_code")]
+    assert [row["error_code"] for row in rows if row["status"] == "error"] == ["rate_limited"] * 3
+    assert len(rows) == 5
 async def test_each_check_says_where_the_caller_stands(settings, store):
     from accounts.errors import RateLimited
     from accounts.ratelimit import current_rate_limit, rate_limit_check

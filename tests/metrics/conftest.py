@@ -32,9 +32,25 @@ def add_metrics(db) -> Callable[..., list[RequestMetric]]:
     return add
 
 
+def grant_view_latency(user):
+    """Give `user` metrics.view_latency (and drop Django's permission cache)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="metrics", codename="view_latency"))
+    return get_user_model().objects.get(pk=user.pk)
+
+
 @pytest.fixture
 def staff(make_user):
-    return make_user("root", is_staff=True)
+    """A staff member with metrics.view_latency: the dashboard's, the API's and the admin's reader."""
+    return grant_view_latency(make_user("root", is_staff=True))
+
+
+@pytest.fixture
+def bare_staff(make_user):
+    """A staff member without metrics.view_latency."""
+    return make_user("clerk", is_staff=True)
 
 
 @pytest.fixture

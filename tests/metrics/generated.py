@@ -34,6 +34,8 @@ def generated_rows(*, count: int, start: datetime, span: timedelta, seed: int = 
                 "ttft_ms": None if rng.random() < 0.1 else round(ttft, 3),
                 "total_ms": round(total, 3),
                 "time_to_first_audio_ms": round(ttft * 1.7, 3) if channel == "tts" else None,
+                # A spoken chat reply (one in five on the socket): its speech ends after its text.
+                "speech_total_ms": round(total * 2.5, 3) if channel == "ws" and index % 5 == 0 else None,
                 "tokens_out": tokens,
                 "upstream_load_ms": None if backend == "groq" else round(float(rng.exponential(30.0)), 3),
                 "upstream_prompt_ms": round(float(rng.lognormal(4.0, 0.5)), 3),

@@ -3,7 +3,9 @@
 The percentile test starts it with DATABASE_URL=sqlite:///... so that EVA's own settings,
 migrations and selectors run on SQLite exactly as on a machine without Postgres.
 Usage: python -m tests.metrics.sqlite_probe <seed> <count> <start-iso> <span-seconds>
-       <window-start-iso> <window-end-iso>
+       <window-start-iso> <window-end-iso> [raw|rollups]
+With `rollups`, half the rows are written through the recorder (which keeps the rollups) and
+half in bulk followed by `rollups.rebuild`, and the report is read from the rollups.
 """
 
 from __future__ import annotations
@@ -26,14 +28,25 @@ def main(argv: list[str]) -> None:
     from tests.metrics.generated import generated_rows
 
     assert connection.vendor == "sqlite", connection.vendor
-    seed, count, start, span, window_start, window_end = argv
+    seed, count, start, span, window_start, window_end, *rest = argv
+    source = rest[0] if rest else "raw"
     call_command("migrate", verbosity=0)
     rows = generated_rows(
         count=int(count), start=datetime.fromisoformat(start), span=timedelta(seconds=float(span)), seed=int(seed)
     )
-    RequestMetric.objects.bulk_create([RequestMetric(**row) for row in rows], batch_size=500)
+    if source == "rollups":
+        from metrics.recorder import record_metric_sync
+        from metrics.rollups import rebuild
+
+        half = len(rows) // 2
+        RequestMetric.objects.bulk_create([RequestMetric(**row) for row in rows[:half]], batch_size=500)
+        rebuild()  # the first half's days; the recorder adds the second half's rows to them
+        for row in rows[half:]:
+            record_metric_sync(**row)
+    else:
+        RequestMetric.objects.bulk_create([RequestMetric(**row) for row in rows], batch_size=500)
     filters = metric_filters(start=datetime.fromisoformat(window_start), end=datetime.fromisoformat(window_end))
-    report = report_as_json(latency_report(filters))
+    report = report_as_json(latency_report(filters, source=source))
     print(json.dumps(report, default=str))
 
 

@@ -11,6 +11,7 @@ from django.test import AsyncClient, Client
 
 from accounts.api_keys import api_key_create
 from metrics.selectors import latency_report, metric_filters
+from tests.metrics.conftest import grant_view_latency
 from tests.metrics.generated import generated_rows
 
 # Transactional: a request's API-key authentication returns its pooled connection at once
@@ -85,7 +86,9 @@ def test_the_json_holds_the_same_numbers_as_the_report(staff_metrics_key, add_me
     assert counts == {g.key["backend"]: g.count for g in report.groups}
     assert body["series"]["bucket_seconds"] == report.bucket_seconds
     assert [p["count"] for p in body["series"]["points"]] == [p.count for p in report.series]
-    assert set(body["histograms"]) == {"ttft_ms", "total_ms", "time_to_first_audio_ms"}
+    assert set(body["histograms"]) == {"ttft_ms", "total_ms", "time_to_first_audio_ms", "speech_total_ms"}
+    assert body["source"]["name"] == report.source == "raw"
+    assert body["previous"]["count"] == report.previous.count
     assert sum(b["count"] for b in body["histograms"]["total_ms"]) == 300
     assert set(body["overall"]["upstream"]) == {
         "upstream_queue_ms", "upstream_load_ms", "upstream_prompt_ms", "upstream_generation_ms"
@@ -127,7 +130,7 @@ async def test_the_csv_holds_the_raw_rows_of_the_window_oldest_first(make_user, 
 
     from metrics.models import RequestMetric
 
-    staff = await sync_to_async(make_user)("root", is_staff=True)
+    staff = await sync_to_async(lambda: grant_view_latency(make_user("root", is_staff=True)))()
     _, key = await sync_to_async(api_key_create)(owner=staff, name="export", scopes="metrics")
     rows = [
         RequestMetric(created_at=now - timedelta(minutes=m), channel="ws", backend="ollama", model="phi3:mini",
@@ -158,7 +161,7 @@ async def test_the_csv_needs_the_metrics_scope(make_user):
 async def test_an_empty_window_exports_only_the_header(make_user):
     from asgiref.sync import sync_to_async
 
-    staff = await sync_to_async(make_user)("root", is_staff=True)
+    staff = await sync_to_async(lambda: grant_view_latency(make_user("root", is_staff=True)))()
     _, key = await sync_to_async(api_key_create)(owner=staff, name="export", scopes="metrics")
     status, table, _ = await _csv(AsyncClient(), {"window": "15m"}, key=key)
     assert status == 200 and len(table) == 1
@@ -171,7 +174,7 @@ async def test_the_csv_pages_through_rows_sharing_a_timestamp_without_losing_any
     from metrics.models import RequestMetric
 
     monkeypatch.setattr(export, "FETCH_ROWS", 2)
-    staff = await sync_to_async(make_user)("root", is_staff=True)
+    staff = await sync_to_async(lambda: grant_view_latency(make_user("root", is_staff=True)))()
     _, key = await sync_to_async(api_key_create)(owner=staff, name="export", scopes="metrics")
     same = now - timedelta(minutes=10)
     await RequestMetric.objects.abulk_create(
@@ -181,3 +184,29 @@ async def test_the_csv_pages_through_rows_sharing_a_timestamp_without_losing_any
     _, table, _ = await _csv(AsyncClient(), {"window": "1h"}, key=key)
     header, *data = table
     assert [row[header.index("total_ms")] for row in data] == ["0.0", "1.0", "2.0", "3.0", "4.0", "5.0"]
+
+
+# --- #18: one permission, metrics.view_latency, for the dashboard, JSON, CSV and admin ------------
+
+
+def test_staff_without_the_permission_see_only_their_own_rows_everywhere(bare_staff, add_metrics, alice, now):
+    add_metrics([{"created_at": now - timedelta(minutes=5), "user": alice}, {"created_at": now - timedelta(minutes=5)}])
+    client = Client()
+    client.force_login(bare_staff)
+    assert client.get("/dashboard/latency/").status_code == 403
+    assert client.get(LATENCY).status_code == 403  # a session needs the permission
+    assert client.get("/admin/metrics/requestmetric/").status_code == 403
+    _, key = api_key_create(owner=bare_staff, name="mine", scopes="metrics")
+    assert Client().get(LATENCY, HTTP_X_API_KEY=key).json()["overall"]["count"] == 0  # their own rows: none
+
+
+def test_the_permission_opens_the_dashboard_json_csv_and_admin(staff, add_metrics, alice, now):
+    add_metrics([{"created_at": now - timedelta(minutes=5), "user": alice}, {"created_at": now - timedelta(minutes=5)}])
+    client = Client()
+    client.force_login(staff)
+    assert client.get("/dashboard/latency/").status_code == 200
+    assert client.get(LATENCY).json()["overall"]["count"] == 2
+    assert client.get("/admin/metrics/requestmetric/").status_code == 200
+    _, key = api_key_create(owner=staff, name="grafana", scopes="metrics")
+    assert Client().get(LATENCY, HTTP_X_API_KEY=key).json()["overall"]["count"] == 2
+    # The CSV with this key: every user's rows (test_the_csv_holds_the_raw_rows_of_the_window_oldest_first).

@@ -140,7 +140,7 @@ def test_filters_narrow_every_part_of_the_report(add_metrics, now):
     assert [group.key for group in report.groups] == [{"backend": "groq", "model": "llama", "channel": "rest"}]
     assert report.recent_errors == [] and report.error_codes == []
     report = latency_report(metric_filters(window="1h", channel="ws"))
-    assert report.error_codes == [{"error_code": "upstream_down", "count": 1}]
+    assert report.error_codes == [{"error_code": "upstream_down", "count": 1, "status_class": "upstream_error"}]
 
 
 def test_an_unknown_channel_is_refused():
