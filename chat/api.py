@@ -214,7 +214,43 @@ def chat_stream_openapi(*, security: list[dict[str, list[str]]]) -> tuple[dict[s
         model.__name__: model.model_json_schema(ref_template="#/components/schemas/{model}")
         for model in STREAM_FRAMES.values()
     }
-    return {CHAT_STREAM_PATH: {"post": operation}}, schemas
+    resume = {"get": _resume_operation(security, error)}
+    return {CHAT_STREAM_PATH: {"post": operation}, f"{CHAT_STREAM_PATH}/{{request_id}}": resume}, schemas
+
+
+def _resume_operation(security: list[dict[str, list[str]]], error: dict[str, Any]) -> dict[str, Any]:
+    """GET /api/v1/chat/stream/{request_id}: a reply resumed after a dropped stream (chat/replay_sse.py)."""
+    statuses = {
+        401: "No or bad credentials (unauthenticated)",
+        403: "A key without the chat scope, or a session from an origin not allowed",
+        404: "Not the caller's reply, unknown, or expired (not_found: the same answer for each)",
+        410: "The frames after the one named are no longer kept (resume_unavailable)",
+        422: "A bad Last-Event-ID / after, or one at or past the reply's end (invalid_resume)",
+        503: "The buffer's Redis does not answer (resume_unavailable)",
+    }
+    return {
+        "operationId": "chat_api_chat_stream_resume",
+        "summary": "Resume a reply after a dropped stream, as Server-Sent Events",
+        "description": (
+            "Names the reply by the `request_id` of its `start` event and the last event received by"
+            " `Last-Event-ID` (each event's `id:` is the frame's number `n`) or `?after=N`; neither means"
+            " from the first frame. Streams the missed events, then the rest live, then `end` (or `error`)."
+        ),
+        "tags": ["chat"],
+        "security": security,
+        "parameters": [
+            {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 36}},
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {
+                "description": "The reply's frames after the one named",
+                "content": {"text/event-stream": SSE_CONTENT},
+            },
+            **{str(status): {"description": text, "content": error} for status, text in statuses.items()},
+        },
+    }
 
 
 CHAT_RESPONSES: dict[int, Any] = {200: ChatOut, 307: None, **error_responses(*AUTH_ERRORS, *BODY_ERRORS, 429, 502, 503)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -158,7 +159,17 @@ def test_a_generated_client_calls_every_operation(generator, tts_server, callers
     assert call("chat.chat_api_chat", nobody, status=401, parsed=error, body=models.ChatIn(message="Hi")).code
     stream = call("chat.chat_api_chat_stream", client, status=200, parsed=str,
                   body=models.ChatIn(message="Hello again", session_id="generated"))
-    assert stream.startswith("event: start\n") and "event: end\n" in stream
+    assert stream.startswith("id: 1\nevent: start\n") and "event: end\n" in stream
+    # A reply's frames are kept for a resume (#17): the whole reply again, then after its start alone.
+    start = json.loads(stream.split("event: start\ndata: ", 1)[1].split("\n", 1)[0])
+    again = call("chat.chat_api_chat_stream_resume", client, start["request_id"], status=200, parsed=str)
+    assert again == stream
+    rest = call("chat.chat_api_chat_stream_resume", client, start["request_id"], status=200, parsed=str,
+                last_event_id="1")
+    assert rest == stream.split("\n\n", 1)[1]
+    assert call("chat.chat_api_chat_stream_resume", client, "00000000-0000-4000-8000-000000000000", status=404,
+                parsed=error).code == "not_found"
+    call("chat.chat_api_chat_stream_resume", nobody, start["request_id"], status=401, parsed=error)
     assert call("chat.chat_api_chat_stream", nobody, status=401, parsed=error,
                 body=models.ChatIn(message="Hi")).code == "invalid_api_key"
 
@@ -177,6 +188,19 @@ def test_a_generated_client_calls_every_operation(generator, tts_server, callers
     page = call("chat.chat_api_list_messages", client, "generated", status=200, parsed=models.MessagesPage, limit=2)
     assert page.count == 4 and len(page.items) == 2
     call("chat.chat_api_list_messages", client, "generated", status=422, parsed=error, limit=0)
+    # search, export and rewind (#19)
+    found = call("chat.chat_api_search_sessions", client, status=200, parsed=models.SessionSearchPage, q="hello")
+    assert [s.session_id for s in found.items] == ["generated"] and found.count == 1
+    call("chat.chat_api_search_sessions", client, status=422, parsed=error, q="")
+    as_json = models.ChatApiExportSessionFormat.JSON
+    exported = call("chat.chat_api_export_session", client, "generated", status=200, parsed=models.ExportOut,
+                    format_=as_json)
+    assert [m.role for m in exported.messages] == ["user", "assistant", "user", "assistant"]
+    call("chat.chat_api_export_session", client, "nobody-has-it", status=404, parsed=error, format_=as_json)
+    taken = call("chat.chat_api_rewind_session", client, "generated", status=200, parsed=models.RewindOut,
+                 body=models.RewindIn())
+    assert taken.content == "Hello again"
+    call("chat.chat_api_rewind_session", client, "nobody-has-it", status=404, parsed=error, body=models.RewindIn())
     renamed = call("chat.chat_api_rename_session", client, "second", status=200, parsed=models.SessionOut,
                    body=models.SessionPatch(title="Renamed"))
     assert renamed.title == "Renamed"

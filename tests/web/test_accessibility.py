@@ -70,13 +70,8 @@ async def test_no_serious_axe_violations_on_login_chat_and_keys(page, logged_in,
     assert page.js_errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reported to #18, which owns templates/metrics: color-contrast on the dashboard's current-window link"
-    " (a[aria-current=true]) and link-in-text-block on its breadcrumbs (axe-core 4.14.1, 2026-11-30)",
-)
 async def test_no_serious_axe_violations_on_the_latency_dashboard(page, logged_in):
-    await logged_in("root", is_staff=True)
+    await logged_in("root", is_staff=True, is_superuser=True)  # metrics.view_latency (#18)
     await page.goto("/dashboard/latency/")
     await expect(page.locator("h1")).to_be_visible()
     await assert_accessible(page, "latency dashboard")
