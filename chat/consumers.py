@@ -1,8 +1,10 @@
 """/ws/chat: the WebSocket protocol of DESIGN.md.
 
 Client frames: message, cancel, clear, ping. Server frames: start, token..., audio + binary,
-end, error, cleared, pong. One generation at a time per socket: a message sent while a
-reply is streaming gets the error `busy` (the client may cancel first). The generation runs
+end, error, cleared, pong; with voice, speech_end / speech_stopped after `end`. One generation
+at a time per socket: a message sent while a reply's text is streaming gets the error `busy`
+(the client may cancel first); one sent while the previous reply is only being spoken
+interrupts that speech (barge-in: `speech_stopped`, then the new reply). The generation runs
 in a task this consumer owns, so cancel and disconnect stop it (and its upstream request).
 Every bad frame gets an error frame and the socket stays open; a bad credential closes it
 with 4401, a cookie from a foreign Origin with 4403. A credential that goes while the socket is
@@ -53,6 +55,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     generation: ChatGeneration | None = None
     task: asyncio.Task[None] | None = None
     open_socket: OpenSocket | None = None  # registered under its credentials once accepted
+    speech: Any = None  # the last voice reply's SpeechStream: it may speak on after its text's end
     ending = False  # closing or closed: no new work
 
     async def connect(self) -> None:
@@ -104,6 +107,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_REVOKED)
 
     async def _stop_task(self) -> None:
+        if self.speech is not None:
+            self.speech.cancel()  # the socket is going: nothing more to say to it
         if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -171,20 +176,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         if self.ending:
             return  # revoked while this frame was checked
-        speech = self._speech(frame.get("voice_name")) if voice else None
+        if self.speech is not None:  # barge-in: the previous reply is still being spoken
+            await self.speech.interrupt("barge_in")
+        speech = self.speech = self._speech(frame.get("voice_name")) if voice else None
         self.generation = ChatGeneration(request, speech=speech, admission=self._credential_stands)
+        if speech is not None:
+            speech.request_id = self.generation.request_id
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
-        task, generation = self.task, self.generation
-        if task is None or task.done() or generation is None:
-            await self.send_error("nothing_to_cancel", "No reply is streaming.")
+        task, generation, speech = self.task, self.generation, self.speech
+        streaming = task is not None and not task.done() and generation is not None
+        if not streaming and (speech is None or speech.ended):
+            await self.send_error("nothing_to_cancel", "No reply is streaming or being spoken.")
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if task.cancelled():  # else it had just ended and sent its own end frame
-            await self.send_json(generation.end_frame("cancelled"))
+        if streaming:
+            assert task is not None and generation is not None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if task.cancelled():  # else it had just ended and sent its own end frame
+                await self.send_json(generation.end_frame("cancelled"))
+        if speech is not None:
+            await speech.interrupt("cancelled")  # speech_stopped, unless it had already closed
 
     async def on_clear(self, frame: dict[str, Any]) -> None:
         session_id = session_id_validate(frame.get("session_id", "default"))

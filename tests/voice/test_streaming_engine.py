@@ -10,6 +10,8 @@ random weights saved by save_pretrained).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_the_chunk_plan_covers_every_frame_once_and_starts_small():
     for frames in (1, 5, 12, 13, 17, 100, 1000):
         plan = chunk_plan(frames, config)
         assert plan[0][0] == 0 and plan[-1][1] == frames
-        assert all(a[1] == b[0] for a, b in zip(plan, plan[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
         assert all(end - start <= 96 + 48 for start, end in plan)
     assert chunk_plan(1000, config)[:4] == [(0, 12), (12, 36), (36, 84), (84, 180)]
 
