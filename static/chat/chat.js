@@ -30,6 +30,7 @@ const ui = {
   counter: byId("char-count"),
   send: byId("send-button"),
   stop: byId("stop-button"),
+  speaking: byId("speaking-indicator"),
   voice: byId("voice-toggle"),
   announcer: byId("announcer"),
 };
@@ -48,6 +49,7 @@ const conversations = new ConversationList(byId("conversation-list"), byId("conv
 const player = new VoicePlayer({
   onPlay: (seq, { message }) => message && message.audioPlayed(seq),
   onError: (seq, error) => showNotice(`Could not play the audio of sentence ${seq + 1}: ${error.message}`),
+  onSpeaking: () => setBusy(replies.inFlight),
 });
 
 const socket = new ChatSocket(config.wsPath, {
@@ -95,8 +97,12 @@ function scrollToBottom() {
 
 function setBusy(busy) {
   const wasBusy = ui.layout.dataset.busy === "true";
+  // While EVA speaks after the text, Stop stays available and a new message may be sent.
+  const speaking = !busy && replies.speaking;
+  ui.layout.dataset.speaking = speaking ? "true" : "false";
+  ui.speaking.hidden = !speaking;
   ui.send.hidden = busy;
-  ui.stop.hidden = !busy;
+  ui.stop.hidden = !busy && !speaking;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
   // A clicked Stop button is now hidden: keep keyboard focus in the message box, not lost on <body>.
@@ -105,6 +111,11 @@ function setBusy(busy) {
 }
 
 function stopReply() {
+  if (!replies.inFlight) {
+    replies.stopSpeech(); // only speech is left: silence it now
+    setBusy(false);
+    return;
+  }
   ui.stop.disabled = true;
   replies.cancel();
 }
@@ -304,7 +315,7 @@ ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     sendMessage(ui.input.value);
-  } else if (event.key === "Escape" && replies.inFlight) {
+  } else if (event.key === "Escape" && (replies.inFlight || replies.speaking)) {
     event.preventDefault();
     stopReply();
   }
@@ -338,7 +349,7 @@ ui.voice.checked = localStorage.getItem("eva.voice") === "on";
 ui.voice.addEventListener("change", () => {
   localStorage.setItem("eva.voice", ui.voice.checked ? "on" : "off");
   if (ui.voice.checked) player.unlock();
-  else player.stop();
+  else replies.stopSpeech();
   announce(ui.voice.checked ? "Voice on: replies will be read aloud." : "Voice off.");
 });
 
