@@ -37,12 +37,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-bytes", type=int, default=16 * 1024 * 1024, help="0: phrase cache off")
     args = parser.parse_args()
     from voice.engine import TTSEngine
     from voice.synthesis import EngineConfig, VoiceSpec
 
     engine = TTSEngine.load(
-        EngineConfig(voices=(VoiceSpec("fra", str(args.model), "fr"),), default_voice="fra", cpu_threads=args.threads)
+        EngineConfig(
+            voices=(VoiceSpec("fra", str(args.model), "fr"),),
+            default_voice="fra",
+            cpu_threads=args.threads,
+            cache_max_bytes=args.cache_bytes,
+        )
     )
     for n in range(20):  # warm-up: shapes, allocator pools
         for _ in engine.stream(text=text_of(-n - 1)):
@@ -56,7 +62,11 @@ def main() -> None:
             series.append({"n": n, "rss_mb": round(rss_mb(), 1), **engine.cache_stats()})
             print(json.dumps(series[-1]), flush=True)
     growth = (series[-1]["rss_mb"] - series[0]["rss_mb"]) / series[0]["rss_mb"] * 100
-    print(json.dumps({"after_warmup_mb": series[0]["rss_mb"], "last_mb": series[-1]["rss_mb"], "growth_pct": round(growth, 1)}))
+    print(
+        json.dumps(
+            {"after_warmup_mb": series[0]["rss_mb"], "last_mb": series[-1]["rss_mb"], "growth_pct": round(growth, 1)}
+        )
+    )
 
 
 if __name__ == "__main__":

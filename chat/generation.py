@@ -224,15 +224,15 @@ class ChatGeneration:
             self.total_ms = self._elapsed_ms()
             self.finished = True
             await self._store_reply(status=ChatMessage.Status.COMPLETE)
-            status = Status.FALLBACK if self.fell_back else Status.OK
+            outcome = Status.FALLBACK if self.fell_back else Status.OK
             if self.speech is not None:
                 # Speech goes on after `end` (a stream of its own); the metric row, with the text's
                 # total and the speech's timings, is recorded when it is over.
                 self.speech.text_done()
                 self._recorded = True
-                self.speech.when_done(lambda: self._record(status=status))
+                self.speech.when_done(lambda: self._record(status=outcome))
             else:
-                self._record(status=status)
+                self._record(status=outcome)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
         except Exception:
             # Unforeseen (the reply's write failing, a bug): the edge answers internal_error, and

@@ -98,7 +98,7 @@ async def synthesize_stream(
 
 
 async def _channel_stream(request: dict[str, Any], *, timeout_s: float) -> AsyncGenerator[AudioChunk, None]:
-    layer = get_channel_layer()
+    layer: Any = get_channel_layer()
     if layer is None:
         raise TTSUnavailable("No channel layer is configured, so no TTS worker can be reached.")
     pickup_timeout_s = settings.TTS_PICKUP_TIMEOUT_S

@@ -38,7 +38,7 @@ import io
 import logging
 import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from accounts.errors import EvaError
@@ -49,7 +49,7 @@ from voice.wav import pcm16_wav
 
 logger = logging.getLogger("voice.speech_stream")
 
-StreamSynthesizer = Callable[..., AsyncIterator[AudioChunk]]
+StreamSynthesizer = Callable[..., AsyncGenerator[AudioChunk, None]]
 
 # Under daphne's (autobahn's) 1 MiB WebSocket message limit and uvicorn's 16 MiB, with room to
 # spare: about 8 s of 16 kHz speech per binary frame.
