@@ -221,7 +221,8 @@ def env_for(model: Path, rate: float, scratch: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TTS_SPEAKING_RATE": f"{rate:.4f}",
         "TTS_CACHE_ENTRIES": "0",
-        "TTS_TIMEOUT_S": "120",
+        "TTS_TIMEOUT_S": "300",
+        "TTS_START_TIMEOUT_S": "900",
         "LOG_LEVEL": "warning",
     }
 

@@ -23,7 +23,22 @@ def rss_mb() -> float:
     return 0.0
 
 
-WORDS = "bonjour soleil maison jardin rivière montagne voiture musique lumière matin soir ville marché pomme".split()
+WORDS = [
+    "bonjour",
+    "soleil",
+    "maison",
+    "jardin",
+    "rivière",
+    "montagne",
+    "voiture",
+    "musique",
+    "lumière",
+    "matin",
+    "soir",
+    "ville",
+    "marché",
+    "pomme",
+]
 
 
 def text_of(n: int) -> str:
