@@ -1,12 +1,14 @@
 """/ws/chat: the WebSocket protocol of DESIGN.md.
 
 Client frames: message, cancel, clear, ping, resume. Server frames: start, token..., audio +
-binary, end, error, cleared, pong. A reply's frames are numbered and kept (chat/replay.py): a
-socket that drops after a reply's start leaves it running for REPLAY_GRACE_S, and `resume` on
-any socket of the same user picks it up after the frame it names. One generation at a time per
-socket: a message sent while a reply is streaming gets the error `busy` (the client may cancel
-first). The generation runs in a task this consumer owns, so cancel and disconnect stop it (and
-its upstream request). Every bad frame gets an error frame and the socket stays open; a bad credential closes it
+binary, end, error, cleared, pong; with voice, speech_end / speech_stopped after `end`. A reply's
+frames are numbered and kept (chat/replay.py): a socket that drops after a reply's start leaves it
+running for REPLAY_GRACE_S, and `resume` on any socket of the same user picks it up after the
+frame it names. One generation at a time per socket: a message sent while a reply's text is
+streaming gets the error `busy` (the client may cancel first); one sent while the previous reply
+is only being spoken interrupts that speech (barge-in: `speech_stopped`, then the new reply). The
+generation runs in a task this consumer owns, so cancel and disconnect stop it (and its upstream
+request). Every bad frame gets an error frame and the socket stays open; a bad credential closes it
 with 4401, a cookie from a foreign Origin with 4403. A credential that goes while the socket is
 open (a revoked key, a deactivated user, a logged-out session: accounts.revocation) closes it
 with an error frame and 4401 within moments, and its next frame is refused whatever the watcher
@@ -57,6 +59,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     following: replay.Follower | None = None  # a resumed reply (chat/replay.py)
     task: asyncio.Task[None] | None = None
     open_socket: OpenSocket | None = None  # registered under its credentials once accepted
+    speech: Any = None  # the last voice reply's SpeechStream: it may speak on after its text's end
     ending = False  # closing or closed: no new work
 
     async def connect(self) -> None:
@@ -137,6 +140,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=drain.CLOSE_RESTARTING_DAPHNE)
 
     async def _stop_task(self) -> None:
+        if self.speech is not None:
+            self.speech.cancel()  # the socket is going: nothing more to say to it
         if self.task is not None and not self.task.done() and self.task is not asyncio.current_task():
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,24 +212,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if drain.draining():
             await self.end_restarting()
             return
-        speech = self._speech(frame.get("voice_name")) if voice else None
+        if self.speech is not None:  # barge-in: the previous reply is still being spoken
+            await self.speech.interrupt("barge_in")
+        speech = self.speech = self._speech(frame.get("voice_name")) if voice else None
         self.following = None
         self.generation = ChatGeneration(request, speech=speech, admission=self._credential_stands)
+        if speech is not None:
+            speech.request_id = self.generation.request_id
         self.task = asyncio.create_task(self._relay(self.generation), name=f"chat-{self.generation.request_id}")
 
     async def on_cancel(self, frame: dict[str, Any]) -> None:
-        task, generation = self.task, self.generation
+        task, generation, speech = self.task, self.generation, self.speech
         if self.following is not None and task is not None and not task.done():
             await self.following.cancel()  # its generation stops; its end (cancelled) comes through the resume
             return
-        if task is None or task.done() or generation is None:
-            await self.send_error("nothing_to_cancel", "No reply is streaming.")
+        streaming = task is not None and not task.done() and generation is not None
+        if not streaming and (speech is None or speech.ended):
+            await self.send_error("nothing_to_cancel", "No reply is streaming or being spoken.")
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if task.cancelled():  # else it had just ended and sent its own end frame
-            await self.send_json(replay.cancelled_end(generation))
+        if streaming:
+            assert task is not None and generation is not None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if task.cancelled():  # else it had just ended and sent its own end frame
+                await self.send_json(replay.cancelled_end(generation))
+        if speech is not None:
+            await speech.interrupt("cancelled")  # speech_stopped, unless it had already closed
 
     async def on_resume(self, frame: dict[str, Any]) -> None:
         if self.task is not None and not self.task.done():

@@ -44,10 +44,13 @@ class Speech(Protocol):
     """What generation needs from a speaker (voice.speech_stream.SpeechStream)."""
 
     first_audio_ms: float | None
+    speech_total_ms: float | None
 
     def feed(self, text: str) -> None: ...
 
-    async def finish(self) -> None: ...
+    def text_done(self) -> None: ...
+
+    def when_done(self, callback: Callable[[], None]) -> None: ...
 
     def cancel(self) -> None: ...
 
@@ -231,14 +234,20 @@ class ChatGeneration:
                     "request_id": self.request_id,
                 }
                 return
-            if self.speech is not None:
-                await self.speech.finish()
             self.total_ms = self._elapsed_ms()
             self.finished = True
             await self._store_reply(
                 status=ChatMessage.Status.COMPLETE, done_reason=self.done.done_reason if self.done else "stop"
             )
-            self._record(status=Status.FALLBACK if self.fell_back else Status.OK)
+            outcome = Status.FALLBACK if self.fell_back else Status.OK
+            if self.speech is not None:
+                # Speech goes on after `end` (a stream of its own); the metric row, with the text's
+                # total and the speech's timings, is recorded when it is over.
+                self.speech.text_done()
+                self._recorded = True
+                self.speech.when_done(lambda: self._record(status=outcome))
+            else:
+                self._record(status=outcome)
             yield self.end_frame(self.done.done_reason if self.done else "stop")
         except Exception:
             # Unforeseen (the reply's write failing, a bug): the edge answers internal_error, and
@@ -312,6 +321,7 @@ class ChatGeneration:
             ttft_ms=self.ttft_ms,
             total_ms=self.total_ms if self.total_ms is not None else self._elapsed_ms(),
             time_to_first_audio_ms=getattr(self.speech, "first_audio_ms", None),
+            speech_total_ms=getattr(self.speech, "speech_total_ms", None),
             tokens_in=done.tokens_in,
             tokens_out=done.tokens_out if done.tokens_out is not None else self.token_count,
             upstream_load_ms=done.upstream_load_ms,

@@ -377,6 +377,7 @@ TTS_TIMEOUT_S = envfloat("TTS_TIMEOUT_S", 30.0, minimum=0.1)
 TTS_PICKUP_TIMEOUT_S = envfloat("TTS_PICKUP_TIMEOUT_S", 5.0, minimum=0.1)
 TTS_START_TIMEOUT_S = envfloat("TTS_START_TIMEOUT_S", 120.0, minimum=1.0)
 TTS_CACHE_ENTRIES = envint("TTS_CACHE_ENTRIES", 256, minimum=0)
+TTS_CACHE_MAX_BYTES = envint("TTS_CACHE_MAX_BYTES", 16 * 1024 * 1024, minimum=0)  # the phrase cache's audio, in all
 TTS_WARMUP = envbool("TTS_WARMUP", True)
 TTS_WORKER_HANG_EXIT_S = envfloat("TTS_WORKER_HANG_EXIT_S", 120.0, minimum=0.0)  # 0: never
 TTS_STREAM_FIRST_MIN_CHARS = envint("TTS_STREAM_FIRST_MIN_CHARS", 24, minimum=1)

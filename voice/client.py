@@ -9,10 +9,12 @@ answer is a `TTSUnavailable` (503, code tts_unavailable); the web process never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +27,7 @@ from accounts.redaction import redact
 from voice.config import TTS_CHANNEL, engine_config, transport_name
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.local_worker import LocalWorker
-from voice.synthesis import EngineConfig, Synthesis
+from voice.synthesis import AudioChunk, EngineConfig, Synthesis
 from voice.worker import ABANDONED, request_key
 
 logger = logging.getLogger("voice.client")
@@ -74,6 +76,133 @@ async def synthesize(*, text: str, voice: str | None, timeout_s: float | None = 
     return Synthesis.from_wire(reply)
 
 
+async def synthesize_stream(
+    *, text: str, voice: str | None, timeout_s: float | None = None
+) -> AsyncGenerator[AudioChunk, None]:
+    """Speak `text` chunk by chunk: each AudioChunk as soon as the worker has it, the last with
+    `last` set. Closing the generator early (or cancelling its reader) drops the request in the
+    worker, whether it is still queued there or being synthesised."""
+    config = engine_config()
+    spec, text = config.checked_request(text=text, voice=voice)
+    timeout_s = settings.TTS_TIMEOUT_S if timeout_s is None else timeout_s
+    request = {"text": text, "voice": spec.name}
+    if transport_name() == "channel":
+        chunks = _channel_stream(request, timeout_s=timeout_s)
+    else:
+        chunks = _local_stream(request, config=config, timeout_s=timeout_s)
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+async def _channel_stream(request: dict[str, Any], *, timeout_s: float) -> AsyncGenerator[AudioChunk, None]:
+    layer: Any = get_channel_layer()
+    if layer is None:
+        raise TTSUnavailable("No channel layer is configured, so no TTS worker can be reached.")
+    pickup_timeout_s = settings.TTS_PICKUP_TIMEOUT_S
+    request_id = uuid.uuid4().hex
+    worker_channel: str | None = None
+    completed = False
+    try:
+        reply_channel = await layer.new_channel("voice-tts-reply")
+        now = time.time()
+        deadline = now + timeout_s
+        await layer.send(
+            TTS_CHANNEL,
+            {
+                **request,
+                "type": "tts.stream",
+                "reply_channel": reply_channel,
+                "request_id": request_id,
+                "deadline": deadline,
+                "pickup_deadline": now + min(pickup_timeout_s, timeout_s),
+            },
+        )
+        first = True
+        while True:
+            remaining = deadline - time.time()
+            wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
+            try:
+                if wait <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
+            except TimeoutError:
+                if first:
+                    raise TTSUnavailable(
+                        f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
+                        f"is `python manage.py runworker {TTS_CHANNEL}` running?"
+                    ) from None
+                if remaining <= wait:
+                    raise TTSUnavailable(f"The text-to-speech worker did not answer within {timeout_s:g} s.") from None
+                raise TTSUnavailable("The text-to-speech worker stopped answering during the request.") from None
+            first = False
+            kind = message.get("type")
+            if kind == "tts.accepted":
+                worker_channel = message.get("worker_channel") or None
+            elif kind == "tts.chunk":
+                chunk = AudioChunk.from_wire(message)
+                if chunk.last:
+                    completed = True
+                yield chunk
+                if chunk.last:
+                    return
+            elif kind == "tts.result":
+                completed = True  # the worker is done with it, failed
+                raise error_from_wire(str(message.get("code", "")), str(message.get("message", "unknown error")))
+    except Exception as exc:
+        if isinstance(exc, EvaError):
+            raise
+        logger.warning("channel layer failure during a TTS request: %s: %s", type(exc).__name__, redact(str(exc)))
+        raise TTSUnavailable(f"The channel layer failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        if not completed:
+            # Awaited (shielded: a second cancel leaves it running), so that once a stopped speech
+            # has ended the worker has been told, and cannot start the request any more.
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(_abandon(request_id, timeout_s=timeout_s, worker_channel=worker_channel))
+
+
+async def _local_stream(
+    request: dict[str, Any], *, config: EngineConfig, timeout_s: float
+) -> AsyncGenerator[AudioChunk, None]:
+    worker = _local_worker_for(config)
+    deadline = time.monotonic() + timeout_s
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[AudioChunk | None] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def on_chunk(wire: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, AudioChunk.from_wire(wire))
+
+    def run() -> None:
+        try:
+            worker.stream({"op": "stream", **request}, deadline=deadline, on_chunk=on_chunk, cancelled=cancelled)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    done = loop.run_in_executor(_local_waits, run)
+    try:
+        while True:
+            chunk = await queue.get()
+            if chunk is None:
+                await done  # raises the worker's error, if any
+                return
+            yield chunk
+            if chunk.last:
+                return
+    finally:
+        cancelled.set()  # a no-op once the last chunk came; otherwise the child stops
+        if not done.done():
+            done.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("a dropped local TTS stream ended with %r", future.exception())
+
+
 async def tts_readiness(*, timeout_s: float) -> dict[str, Any]:
     """For /ready: a worker answers a ping (channel), or the child process runs (local)."""
     transport = transport_name()
@@ -112,10 +241,18 @@ async def _channel_request(
 _abandoning: set[asyncio.Task[None]] = set()
 
 
-def _abandon(request_id: str, *, timeout_s: float) -> None:
-    """Mark a request abandoned for the workers, without waiting (we may be cancelled)."""
+def _abandon(request_id: str, *, timeout_s: float, worker_channel: str | None = None) -> asyncio.Task[None]:
+    """Mark a request abandoned for the workers, and tell the worker that took it, if any, to drop
+    it now; without waiting (we may be cancelled)."""
 
     async def mark() -> None:
+        if worker_channel:
+            try:
+                layer = get_channel_layer()
+                if layer is not None:
+                    await layer.send(worker_channel, {"type": "tts.cancel", "request_id": request_id})
+            except Exception:
+                logger.warning("could not tell a TTS worker to drop request %s", request_id, exc_info=True)
         try:
             await cache.aset(request_key(request_id), ABANDONED, timeout=timeout_s + 60)
         except Exception:
@@ -124,6 +261,7 @@ def _abandon(request_id: str, *, timeout_s: float) -> None:
     task = asyncio.get_running_loop().create_task(mark())
     _abandoning.add(task)
     task.add_done_callback(_abandoning.discard)
+    return task
 
 
 async def _exchange_over_layer(

@@ -26,6 +26,7 @@ def engine_config() -> EngineConfig:
         noise_scale_duration=settings.TTS_NOISE_SCALE_DURATION,
         max_chars=settings.TTS_MAX_CHARS,
         cache_entries=settings.TTS_CACHE_ENTRIES,
+        cache_max_bytes=settings.TTS_CACHE_MAX_BYTES,
         warmup=settings.TTS_WARMUP,
         offline=settings.TTS_HUB_OFFLINE,
     )

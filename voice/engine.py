@@ -13,18 +13,20 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import torch
 from transformers import AutoTokenizer, VitsModel
 from transformers.utils import logging as transformers_logging
 
 from voice.errors import InvalidText, TextTooLong, TTSUnavailable
 from voice.spoken_text import fold_to_vocabulary, spoken_form
-from voice.synthesis import EngineConfig, Synthesis, VoiceSpec
+from voice.synthesis import AudioChunk, EngineConfig, Synthesis, VoiceSpec, chunk_plan
 from voice.wav import pcm16_wav
 
 logger = logging.getLogger("voice.engine")
@@ -47,6 +49,11 @@ class _LoadedVoice:
     vocabulary: frozenset[str]
     sample_rate: int
     romanizer: Any | None  # uroman.Uroman for voices whose tokenizer says is_uroman
+
+    @property
+    def hop(self) -> int:
+        """Waveform samples per spectrogram frame (the product of the decoder's upsample rates)."""
+        return int(np.prod(self.model.config.upsample_rates))
 
 
 def resolve_device(requested: str) -> str:
@@ -154,7 +161,9 @@ class TTSEngine:
         self.device = device
         self._voices = voices
         self._unavailable = unavailable or {}  # voice name -> why it could not be loaded
-        self._cache: OrderedDict[tuple[str, str], Synthesis] = OrderedDict()
+        # Phrase cache: (voice, folded text) -> int16 PCM, bounded in entries and in bytes.
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._cache_bytes = 0
         self._cache_lock = threading.Lock()
 
     @classmethod
@@ -197,6 +206,7 @@ class TTSEngine:
             tokenizer.phonemize = False
         model.to(device)
         model.eval()
+        _fold_weight_norm(model)
         if device == "cuda":
             _tune_for_cuda(model)
         # On the model, not model.config: VitsModel copies these from its config at construction.
@@ -217,6 +227,8 @@ class TTSEngine:
         text = fold_to_vocabulary("bonjour hello", loaded.vocabulary) or "".join(letters)
         if text:
             self._run_model(loaded, text)
+            for _ in self.stream(text=text, voice=voice):
+                pass
 
     @property
     def voice_names(self) -> list[str]:
@@ -254,31 +266,85 @@ class TTSEngine:
         """Speak `text` with `voice` (None: the default voice) as a 16-bit PCM WAV file."""
         name = self.config.voice(voice).name
         folded = self.speakable_text(text=text, voice=name)
-        key = (name, folded)
-        cacheable = self.config.cache_entries > 0 and len(folded) <= self.config.cache_max_chars
-        if cacheable:
-            with self._cache_lock:
-                hit = self._cache.get(key)
-                if hit is not None:
-                    self._cache.move_to_end(key)
-                    return replace(hit, cached=True, synthesis_ms=0.0)
         loaded = self._voices[name]
+        pcm = self._cached(name, folded)
+        cached = pcm is not None
         started = time.perf_counter()
-        pcm = self._run_model(loaded, folded)
-        result = Synthesis(
+        if pcm is None:
+            pcm = self._run_model(loaded, folded)
+            self._remember(name, folded, pcm)
+        return Synthesis(
             wav=pcm16_wav(pcm, sample_rate=loaded.sample_rate),
             sample_rate=loaded.sample_rate,
             duration_s=len(pcm) / 2 / loaded.sample_rate,
             voice=name,
             model=loaded.spec.model_label,
-            synthesis_ms=(time.perf_counter() - started) * 1000,
+            synthesis_ms=0.0 if cached else (time.perf_counter() - started) * 1000,
+            cached=cached,
         )
-        if cacheable:
-            with self._cache_lock:
-                self._cache[key] = result
-                while len(self._cache) > self.config.cache_entries:
-                    self._cache.popitem(last=False)
-        return result
+
+    def stream(self, *, text: str, voice: str | None = None) -> Iterator[AudioChunk]:
+        """Speak `text` chunk by chunk: each chunk of the waveform is yielded as soon as it exists.
+
+        The text encoder, the duration predictor and the flow run once over the whole piece;
+        the HiFi-GAN decoder then runs over windows of the latent (see `chunk_plan`), each
+        widened by `chunk_overlap_frames` on both sides and cut back, so that the joined chunks
+        are the whole-piece waveform (tests/voice/test_streaming_engine.py measures how close).
+        Stop iterating (close the generator) to drop the rest of the work.
+        """
+        name = self.config.voice(voice).name
+        folded = self.speakable_text(text=text, voice=name)
+        loaded = self._voices[name]
+        label = loaded.spec.model_label
+        rate = loaded.sample_rate
+        pcm = self._cached(name, folded)
+        if pcm is not None:
+            yield AudioChunk(pcm, rate, 0, True, name, label, cached=True)
+            return
+        started = time.perf_counter()
+        parts: list[bytes] = []
+        with torch.inference_mode():
+            latents = self._latents(loaded, folded)
+            plan = chunk_plan(int(latents.shape[-1]), self.config)
+            for index, (start, end) in enumerate(plan):
+                part = self._decode_window(loaded, latents, start, end)
+                parts.append(part)
+                now = time.perf_counter()
+                yield AudioChunk(part, rate, index, index == len(plan) - 1, name, label, (now - started) * 1000)
+                started = time.perf_counter()  # the consumer's time between chunks is not ours
+        del latents
+        self._remember(name, folded, b"".join(parts))
+
+    def _cached(self, name: str, folded: str) -> bytes | None:
+        if not self._cacheable(folded):
+            return None
+        with self._cache_lock:
+            hit = self._cache.get((name, folded))
+            if hit is not None:
+                self._cache.move_to_end((name, folded))
+            return hit
+
+    def _cacheable(self, folded: str) -> bool:
+        return self.config.cache_entries > 0 and self.config.cache_max_bytes > 0 and (
+            len(folded) <= self.config.cache_max_chars
+        )
+
+    def _remember(self, name: str, folded: str, pcm: bytes) -> None:
+        if not self._cacheable(folded) or len(pcm) > self.config.cache_max_bytes:
+            return
+        with self._cache_lock:
+            previous = self._cache.pop((name, folded), None)
+            if previous is not None:
+                self._cache_bytes -= len(previous)
+            self._cache[(name, folded)] = pcm
+            self._cache_bytes += len(pcm)
+            while len(self._cache) > self.config.cache_entries or self._cache_bytes > self.config.cache_max_bytes:
+                _, dropped = self._cache.popitem(last=False)
+                self._cache_bytes -= len(dropped)
+
+    def cache_stats(self) -> dict[str, int]:
+        with self._cache_lock:
+            return {"entries": len(self._cache), "bytes": self._cache_bytes}
 
     def _run_model(self, loaded: _LoadedVoice, text: str) -> bytes:
         """The model's waveform for already-folded text, trimmed to its length, as int16 PCM."""
@@ -288,8 +354,68 @@ class TTSEngine:
         with torch.inference_mode():
             output = loaded.model(input_ids=input_ids, attention_mask=attention_mask)
         length = int(output.sequence_lengths[0])
-        waveform = output.waveform[0, :length].float().clamp(-1.0, 1.0).cpu().numpy()
-        return bytes((waveform * 32767.0).astype("<i2").tobytes())
+        return _pcm16(output.waveform[0, :length])
+
+    def _latents(self, loaded: _LoadedVoice, text: str) -> Any:
+        """What VitsModel.forward computes before its decoder, for one unpadded text.
+
+        Coupled to transformers' VitsModel (pinned in requirements.txt): the same public
+        submodules (text_encoder, duration_predictor, flow) called in the same order with the
+        same random draws, so that with the same seed the latent is the whole-piece one. The
+        alignment is built with repeat_interleave instead of forward's one-hot matmul (the same
+        values: each output frame copies one text position). tests/voice/test_streaming_engine.py
+        guards the coupling on a tiny and an MMS-sized model.
+        """
+        model = loaded.model
+        input_ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"].to(self.device)
+        mask_dtype = model.text_encoder.embed_tokens.weight.dtype
+        padding_mask = torch.ones_like(input_ids).unsqueeze(-1).to(mask_dtype)
+        encoded = model.text_encoder(input_ids=input_ids, padding_mask=padding_mask, attention_mask=None)
+        hidden_states = encoded.last_hidden_state.transpose(1, 2)
+        padding_mask = padding_mask.transpose(1, 2)
+        if model.config.use_stochastic_duration_prediction:
+            log_duration = model.duration_predictor(
+                hidden_states, padding_mask, None, reverse=True, noise_scale=model.noise_scale_duration
+            )
+        else:
+            log_duration = model.duration_predictor(hidden_states, padding_mask, None)
+        duration = torch.ceil(torch.exp(log_duration) * padding_mask * (1.0 / model.speaking_rate))
+        repeats = duration[0, 0].long()
+        if int(repeats.sum()) < 1:  # forward clamps the length to at least one frame
+            repeats = torch.zeros_like(repeats)
+            repeats[0] = 1
+        positions = torch.repeat_interleave(torch.arange(repeats.shape[0], device=repeats.device), repeats)
+        prior_means = encoded.prior_means[:, positions].transpose(1, 2)
+        prior_log_variances = encoded.prior_log_variances[:, positions].transpose(1, 2)
+        prior_latents = (
+            prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
+        )
+        output_mask = torch.ones(1, 1, prior_latents.shape[-1], dtype=mask_dtype, device=prior_latents.device)
+        return model.flow(prior_latents, output_mask, None, reverse=True)
+
+    def _decode_window(self, loaded: _LoadedVoice, latents: Any, start: int, end: int) -> bytes:
+        """Frames [start, end) of the waveform, decoded with `chunk_overlap_frames` of context each side."""
+        overlap = self.config.chunk_overlap_frames
+        low, high = max(start - overlap, 0), min(end + overlap, int(latents.shape[-1]))
+        waveform = loaded.model.decoder(latents[..., low:high], None)[0, 0]
+        hop = loaded.hop
+        return _pcm16(waveform[(start - low) * hop : (end - low) * hop])
+
+
+def _pcm16(waveform: Any) -> bytes:
+    samples = waveform.float().clamp(-1.0, 1.0).cpu().numpy()
+    return bytes((samples * 32767.0).astype("<i2").tobytes())
+
+
+def _fold_weight_norm(model: Any) -> None:
+    """Compute weight-normalised weights once instead of at every call (torch's public
+    parametrize API; the flow's WaveNet layers carry them). Inference only."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
 
 
 def build_tiny_voice(

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from voice.synthesis import EngineConfig
 
 logger = logging.getLogger("voice.local_worker")
 
+CANCEL_POLL_S = 0.05  # how often a waiting stream looks at its cancel flag (a thread, not the event loop)
 START_RETRY_S = 30.0  # after a failed start (model missing), fail fast for this long
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,9 +56,14 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
             request = conn.recv()
         except (EOFError, OSError):
             return  # the web process is gone
+        if request.get("op") == "cancel":
+            continue  # for a stream that had already ended
         reply: dict[str, Any] = {"id": request.get("id")}
         try:
-            if request.get("op") == "ping":
+            if request.get("op") == "stream":
+                _stream_to(conn, engine, request)
+                reply.update(ok=True, done=True)
+            elif request.get("op") == "ping":
                 reply.update(ok=True, info=engine.describe())
             else:
                 synthesis = engine.synthesize(text=request["text"], voice=request.get("voice"))
@@ -67,6 +74,17 @@ def child_main(conn: Connection, config: EngineConfig) -> None:
             logging.getLogger("voice.local_worker").exception("synthesis failed")
             reply.update(ok=False, code="tts_unavailable", message=f"Synthesis failed: {exc}")
         conn.send(reply)
+
+
+def _stream_to(conn: Connection, engine: Any, request: dict[str, Any]) -> None:
+    """Send each chunk of a streamed synthesis as it exists; stop early on the parent's cancel."""
+    for chunk in engine.stream(text=request["text"], voice=request.get("voice")):
+        conn.send({"id": request.get("id"), "chunk": chunk.to_wire()})
+        while conn.poll(0):
+            message = conn.recv()
+            if message.get("op") == "cancel" and message.get("id") == request.get("id"):
+                logging.getLogger("voice.local_worker").info("stopped a streamed synthesis: cancelled")
+                return
 
 
 class LocalWorker:
@@ -105,6 +123,73 @@ class LocalWorker:
             return self._exchange(request, deadline=deadline)
         finally:
             self._lock.release()
+
+    def stream(
+        self,
+        request: dict[str, Any],
+        *,
+        deadline: float,
+        on_chunk: Callable[[dict[str, Any]], None],
+        cancelled: threading.Event,
+    ) -> None:
+        """A streamed synthesis: `on_chunk(wire)` for each chunk, in this thread. Setting `cancelled`
+        drops it: before its turn it is never sent; under way the child stops after its chunk."""
+        budget = deadline - time.monotonic()
+        until = deadline + (0 if self.running else self.start_timeout_s)
+        while not self._lock.acquire(timeout=CANCEL_POLL_S):
+            if cancelled.is_set():
+                return  # dropped while waiting for its turn: the child never sees it
+            if time.monotonic() > until:
+                raise TTSUnavailable("The text-to-speech process is busy: no turn came before the deadline.")
+        try:
+            if cancelled.is_set():
+                return
+            if not self.running:
+                self._start()
+                deadline = time.monotonic() + budget
+            self._stream_exchange(request, deadline=deadline, on_chunk=on_chunk, cancelled=cancelled)
+        finally:
+            self._lock.release()
+
+    def _stream_exchange(
+        self,
+        request: dict[str, Any],
+        *,
+        deadline: float,
+        on_chunk: Callable[[dict[str, Any]], None],
+        cancelled: threading.Event,
+    ) -> None:
+        assert self._conn is not None
+        self._next_id += 1
+        request = {**request, "id": self._next_id}
+        cancel_sent = False
+        try:
+            self._conn.send(request)
+            while True:
+                if cancelled.is_set() and not cancel_sent:
+                    self._conn.send({"op": "cancel", "id": request["id"]})
+                    cancel_sent = True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._kill()
+                    raise TTSUnavailable("The text-to-speech process did not answer in time; it has been restarted.")
+                if not self._conn.poll(min(remaining, CANCEL_POLL_S)):
+                    continue
+                reply = self._conn.recv()
+                if reply.get("id") != request["id"]:
+                    continue
+                if "chunk" in reply:
+                    if not cancelled.is_set():
+                        on_chunk(reply["chunk"])
+                    continue
+                break
+        except (EOFError, OSError, BrokenPipeError):
+            self._kill()
+            raise TTSUnavailable(
+                "The text-to-speech process died during the request; the next request restarts it."
+            ) from None
+        if not reply.get("ok"):
+            raise error_from_wire(reply.get("code", "tts_unavailable"), reply.get("message", "unknown error"))
 
     def status(self, *, timeout_s: float) -> dict[str, Any]:
         """Readiness: the child answers a ping, or is busy synthesising (which proves it alive).

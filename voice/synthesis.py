@@ -40,6 +40,15 @@ class EngineConfig:
     max_chars: int = 1000
     cache_entries: int = 256
     cache_max_chars: int = 200  # only short, likely repeated phrases are cached
+    cache_max_bytes: int = 16 * 1024 * 1024  # the phrase cache's PCM, all entries together
+    # Streaming synthesis (TTSEngine.stream): the waveform decoder runs over the latent in chunks
+    # of spectrogram frames, the first one small, each next one `chunk_growth` times the one
+    # before, up to `chunk_max_frames`; each window overlaps its neighbours by `overlap_frames`
+    # on either side (more than the decoder's receptive field), cut off again.
+    chunk_first_frames: int = 12
+    chunk_growth: int = 2
+    chunk_max_frames: int = 96
+    chunk_overlap_frames: int = 16
     warmup: bool = True
     offline: bool = False  # never reach the hub (HF_HUB_OFFLINE)
 
@@ -76,6 +85,50 @@ class Synthesis:
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def nbytes(self) -> int:
+        return len(self.wav)
+
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> Synthesis:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """One chunk of a streamed synthesis: 16-bit little-endian mono PCM, in order from index 0."""
+
+    pcm: bytes
+    sample_rate: int
+    index: int
+    last: bool
+    voice: str
+    model: str
+    synthesis_ms: float = 0.0  # engine time spent on this chunk (for chunk 0: everything before it too)
+    cached: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / self.sample_rate if self.sample_rate else 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> AudioChunk:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
+def chunk_plan(frames: int, config: EngineConfig) -> list[tuple[int, int]]:
+    """(start, end) spectrogram frames of each decoder chunk of a `frames`-long latent."""
+    plan: list[tuple[int, int]] = []
+    size = max(config.chunk_first_frames, 1)
+    start = 0
+    while start < frames:
+        end = min(start + size, frames)
+        if frames - end < size // 2:  # no tiny tail chunk: the last one takes it
+            end = frames
+        plan.append((start, end))
+        start = end
+        size = min(size * max(config.chunk_growth, 1), max(config.chunk_max_frames, config.chunk_first_frames))
+    return plan

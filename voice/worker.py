@@ -3,11 +3,18 @@
 Request/reply protocol over the channel layer (all messages carry `reply_channel`):
 
 - web -> "voice-tts": {"type": "tts.synthesize", "text", "voice", "deadline", "pickup_deadline"}
-  (epoch seconds) or {"type": "tts.ping", "deadline", "pickup_deadline"}.
-- worker -> reply channel: {"type": "tts.accepted"} at once, then {"type": "tts.working"} every
-  HEARTBEAT_S while the request waits or runs, then exactly one {"type": "tts.result", "ok": true,
-  <Synthesis fields>} or {"type": "tts.result", "ok": false, "code", "message"}; a ping gets one
-  {"type": "tts.pong", ...}.
+  (epoch seconds), {"type": "tts.stream", same fields} or {"type": "tts.ping", "deadline",
+  "pickup_deadline"}.
+- worker -> reply channel: {"type": "tts.accepted", "worker_channel"} at once, then
+  {"type": "tts.working"} every HEARTBEAT_S while the request waits or runs, then exactly one
+  {"type": "tts.result", "ok": true, <Synthesis fields>} or {"type": "tts.result", "ok": false,
+  "code", "message"}; a ping gets one {"type": "tts.pong", ...}. A tts.stream gets
+  {"type": "tts.chunk", <AudioChunk fields>} for each chunk as soon as it exists, the last one
+  with "last": true (or a failed tts.result instead of what is left).
+- web -> the worker's own channel (`worker_channel`): {"type": "tts.cancel", "request_id"}: the
+  request is dropped at once, whether it still waits in the worker's queue or is being
+  synthesised (it stops after the chunk under way). A request not yet taken is dropped by the
+  abandoned mark below.
 
 The client treats silence (no acceptance within TTS_PICKUP_TIMEOUT_S, no heartbeat for
 HEARTBEAT_TIMEOUT_S) or the deadline as `tts_unavailable`, so a worker that dies mid-request
@@ -33,6 +40,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +49,7 @@ from django.core.cache import cache
 
 from accounts.errors import EvaError
 from voice.errors import TTSUnavailable
-from voice.synthesis import EngineConfig, Synthesis
+from voice.synthesis import AudioChunk, EngineConfig, Synthesis
 
 if TYPE_CHECKING:
     from voice.engine import TTSEngine
@@ -122,6 +130,66 @@ class EngineHost:
         finally:
             self._busy_since = None
 
+    async def stream(
+        self,
+        *,
+        text: str,
+        voice: str | None,
+        deadline: float,
+        on_chunk: Callable[[AudioChunk], Awaitable[None]],
+        request_id: str = "",
+    ) -> int:
+        """Synthesise chunk by chunk, awaiting `on_chunk` for each; the number of chunks sent.
+
+        Cancelling the caller drops the work: still queued, it never runs; running, it stops
+        after the chunk under way (the engine thread checks between chunks)."""
+        loading = self.start_loading()
+        await asyncio.wrap_future(loading)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[AudioChunk | BaseException | None] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(item: AudioChunk | BaseException | None) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                if stop.is_set():
+                    return
+                if time.time() > deadline:
+                    raise TTSUnavailable("The request waited past its deadline in the TTS worker's queue.")
+                if request_id and cache.get(request_key(request_id)) == ABANDONED:
+                    raise TTSUnavailable("The client stopped waiting before the synthesis started.")
+                assert self._engine is not None
+                logger.info("synthesising %d chars (streamed)", len(text))
+                self._busy_since = time.monotonic()
+                for chunk in self._engine.stream(text=text, voice=voice):
+                    put(chunk)
+                    if stop.is_set():
+                        logger.info("stopped a streamed synthesis after chunk %d: its client left", chunk.index)
+                        return
+            except BaseException as exc:
+                put(exc)
+            finally:
+                self._busy_since = None
+                put(None)
+
+        work = self._executor.submit(run)
+        sent = 0
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return sent
+                if isinstance(item, BaseException):
+                    raise item
+                await on_chunk(item)
+                sent += 1
+        finally:
+            stop.set()
+            if work.cancel():
+                logger.info("dropped a queued synthesis: its client left")
+
     def _watchdog(self) -> None:
         # A synthesis stuck in native code cannot be interrupted from Python: exit so that the
         # process manager restarts a healthy worker instead of one that takes requests forever.
@@ -177,13 +245,26 @@ def preload() -> None:
 
 
 class TTSWorkerConsumer(AsyncConsumer):
-    """Answers tts.synthesize and tts.ping sent to the "voice-tts" channel."""
+    """Answers tts.synthesize, tts.stream, tts.cancel and tts.ping sent to the "voice-tts" channel."""
 
     async def tts_synthesize(self, message: dict[str, Any]) -> None:
+        await self._take(message)
+
+    async def tts_stream(self, message: dict[str, Any]) -> None:
+        await self._take(message)
+
+    async def tts_cancel(self, message: dict[str, Any]) -> None:
+        """Its client left: drop the request now, queued or running (sent to this worker's channel)."""
+        task = self._by_request().pop(str(message.get("request_id") or ""), None)
+        if task is not None and not task.done():
+            logger.info("dropped request %s: cancelled by its client", message.get("request_id"))
+            task.cancel()
+
+    async def _take(self, message: dict[str, Any]) -> None:
         reply_channel = message.get("reply_channel")
         deadline = float(message.get("deadline") or 0)
         if not reply_channel:
-            logger.warning("dropped a tts.synthesize without reply_channel")
+            logger.warning("dropped a %s without reply_channel", message.get("type"))
             return
         if time.time() > min(deadline, float(message.get("pickup_deadline") or deadline)):
             # Its client has given up: a backlog left while no worker ran, or a message that
@@ -194,15 +275,26 @@ class TTSWorkerConsumer(AsyncConsumer):
         if not await claim_request(request_id, deadline=deadline):
             logger.info("dropped request %s: another worker has it, or its client gave up", request_id)
             return
-        await self.channel_layer.send(reply_channel, {"type": "tts.accepted", "worker": WORKER_ID})
-        task = asyncio.create_task(self._answer(message, reply_channel=reply_channel, deadline=deadline))
+        await self.channel_layer.send(
+            reply_channel, {"type": "tts.accepted", "worker": WORKER_ID, "worker_channel": self.channel_name}
+        )
+        answer = self._answer_stream if message.get("type") == "tts.stream" else self._answer
+        task = asyncio.create_task(answer(message, reply_channel=reply_channel, deadline=deadline))
         self._tasks().add(task)
         task.add_done_callback(self._tasks().discard)
+        if request_id:
+            self._by_request()[request_id] = task
+            task.add_done_callback(lambda _: self._by_request().pop(request_id, None))
 
     def _tasks(self) -> set[asyncio.Task[None]]:
         if not hasattr(self, "_running"):
             self._running: set[asyncio.Task[None]] = set()
         return self._running
+
+    def _by_request(self) -> dict[str, asyncio.Task[None]]:
+        if not hasattr(self, "_requests"):
+            self._requests: dict[str, asyncio.Task[None]] = {}
+        return self._requests
 
     async def _answer(self, message: dict[str, Any], *, reply_channel: str, deadline: float) -> None:
         request_id = str(message.get("request_id") or "")
@@ -233,10 +325,50 @@ class TTSWorkerConsumer(AsyncConsumer):
         if time.time() <= deadline and not await is_abandoned(request_id):
             await self.channel_layer.send(reply_channel, reply)
 
+    async def _answer_stream(self, message: dict[str, Any], *, reply_channel: str, deadline: float) -> None:
+        request_id = str(message.get("request_id") or "")
+        heartbeat = asyncio.create_task(self._heartbeat(reply_channel, deadline, request_id))
+
+        async def send_chunk(chunk: AudioChunk) -> None:
+            await self.channel_layer.send(reply_channel, {"type": "tts.chunk", **chunk.to_wire()})
+
+        reply: dict[str, Any] | None = None
+        try:
+            started = time.perf_counter()
+            chunks = await engine_host().stream(
+                text=str(message.get("text", "")),
+                voice=message.get("voice"),
+                deadline=deadline,
+                on_chunk=send_chunk,
+                request_id=request_id,
+            )
+            logger.info(
+                "streamed %d chars in %d chunks in %.0f ms",
+                len(str(message.get("text", ""))),
+                chunks,
+                (time.perf_counter() - started) * 1000,
+            )
+        except EvaError as exc:
+            reply = {"type": "tts.result", "ok": False, "code": exc.code, "message": exc.message}
+        except Exception as exc:  # the worker must keep serving after any one failure
+            logger.exception("streamed synthesis failed")
+            reply = {
+                "type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}",
+            }
+        finally:
+            heartbeat.cancel()
+        if reply is not None and time.time() <= deadline and not await is_abandoned(request_id):
+            await self.channel_layer.send(reply_channel, reply)
+
     async def _heartbeat(self, reply_channel: str, deadline: float, request_id: str) -> None:
         while time.time() < deadline:
             await asyncio.sleep(HEARTBEAT_S)
             if await is_abandoned(request_id):
+                # Its client left without reaching us (no tts.cancel came): drop the work too.
+                task = self._by_request().pop(request_id, None)
+                if task is not None and task is not asyncio.current_task():
+                    logger.info("dropped request %s: abandoned by its client", request_id)
+                    task.cancel()
                 return
             await self.channel_layer.send(reply_channel, {"type": "tts.working"})
 

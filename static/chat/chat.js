@@ -33,6 +33,7 @@ const ui = {
   counter: byId("char-count"),
   send: byId("send-button"),
   stop: byId("stop-button"),
+  speaking: byId("speaking-indicator"),
   voice: byId("voice-toggle"),
   announcer: byId("announcer"),
   search: byId("search-input"),
@@ -58,6 +59,7 @@ const conversations = new ConversationList(byId("conversation-list"), byId("conv
 const player = new VoicePlayer({
   onPlay: (seq, { message }) => message && message.audioPlayed(seq),
   onError: (seq, error) => showNotice(`Could not play the audio of sentence ${seq + 1}: ${error.message}`),
+  onSpeaking: () => setBusy(replies.inFlight),
 });
 
 const socket = new ChatSocket(config.wsPath, {
@@ -124,8 +126,12 @@ function scrollToBottom() {
 
 function setBusy(busy) {
   const wasBusy = ui.layout.dataset.busy === "true";
+  // While EVA speaks after the text, Stop stays available and a new message may be sent.
+  const speaking = !busy && replies.speaking;
+  ui.layout.dataset.speaking = speaking ? "true" : "false";
+  ui.speaking.hidden = !speaking;
   ui.send.hidden = busy;
-  ui.stop.hidden = !busy;
+  ui.stop.hidden = !busy && !speaking;
   ui.stop.disabled = false;
   ui.layout.dataset.busy = busy ? "true" : "false";
   updateActions();
@@ -135,6 +141,11 @@ function setBusy(busy) {
 }
 
 function stopReply() {
+  if (!replies.inFlight) {
+    replies.stopSpeech(); // only speech is left: silence it now
+    setBusy(false);
+    return;
+  }
   ui.stop.disabled = true;
   replies.cancel();
 }
@@ -456,7 +467,7 @@ ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     sendMessage(ui.input.value);
-  } else if (event.key === "Escape" && replies.inFlight) {
+  } else if (event.key === "Escape" && (replies.inFlight || replies.speaking)) {
     event.preventDefault();
     stopReply();
   }
@@ -508,7 +519,7 @@ ui.voice.checked = localStorage.getItem("eva.voice") === "on";
 ui.voice.addEventListener("change", () => {
   localStorage.setItem("eva.voice", ui.voice.checked ? "on" : "off");
   if (ui.voice.checked) player.unlock();
-  else player.stop();
+  else replies.stopSpeech();
   announce(ui.voice.checked ? "Voice on: replies will be read aloud." : "Voice off.");
 });
 

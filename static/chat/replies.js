@@ -21,6 +21,21 @@ export class ReplyStream {
     this.onRetry = onRetry || null;
     this.current = null;
     this.pendingAudio = null;
+    this.spoken = null; // { requestId, message }: the reply whose speech may go on after its end
+  }
+
+  /** Speech of a finished reply is still coming or playing. */
+  get speaking() {
+    return this.spoken !== null || this.player.speaking;
+  }
+
+  /** Stop, Esc or Voice off while EVA speaks after the text: silence now, tell the server. */
+  stopSpeech() {
+    this.player.stop();
+    if (this.spoken) {
+      this.spoken = null;
+      this.socket.send({ type: "cancel" });
+    }
   }
 
   get inFlight() {
@@ -31,9 +46,11 @@ export class ReplyStream {
     const message = new AssistantMessage();
     // A queued message of a conversation left meanwhile still goes; its reply is shown there.
     if (sessionId === this.shownSession()) this.thread.append(message.element);
-    const reply = { message, content, firstMessage, sessionId, userElement, cancelTimer: null };
+    const reply = { message, content, firstMessage, sessionId, userElement, cancelTimer: null, voice: this.voiceOn() };
     this.current = reply;
     this.pendingAudio = null;
+    this.player.stop(); // a new message interrupts speech (the server stops it too: barge-in)
+    this.spoken = null;
     this.onBusy(true);
     const sent = this.socket.send({ type: "message", content, session_id: sessionId, voice: this.voiceOn() });
     if (!sent) this.fail(reply, { code: "connection_lost", message: "" });
@@ -69,8 +86,19 @@ export class ReplyStream {
       case "token":
         if (reply) reply.message.appendToken(frame.content);
         break;
-      case "audio":
-        this.pendingAudio = reply ? { frame, message: reply.message } : null;
+      case "audio": {
+        // Speech goes on after the text's end: its frames name the reply they belong to.
+        let owner = null;
+        if (this.isFor(reply, frame)) owner = reply;
+        else if (this.spoken && frame.request_id === this.spoken.requestId) owner = this.spoken;
+        this.pendingAudio = owner ? { frame, message: owner.message } : null;
+        break;
+      }
+      case "speech_end":
+      case "speech_stopped":
+        if (this.spoken && this.spoken.requestId === frame.request_id) this.spoken = null;
+        if (frame.type === "speech_stopped") this.player.stop();
+        this.onBusy(Boolean(this.current));
         break;
       case "end":
         if (this.isFor(reply, frame)) this.finish(reply, frame);
@@ -113,6 +141,7 @@ export class ReplyStream {
   }
 
   finish(reply, frame) {
+    if (reply.voice && frame.done_reason !== "cancelled") this.spoken = { requestId: reply.requestId, message: reply.message };
     reply.message.finish(frame);
     this.settle(reply);
     this.announce(frame.done_reason === "cancelled" ? "Reply stopped." : "Reply complete.");

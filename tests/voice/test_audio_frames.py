@@ -7,11 +7,12 @@ import wave
 
 import pytest
 
-from tests.chat.wsclient import receive_reply_with_audio, ws_with_key
+from tests.chat.wsclient import ws_with_key
+from tests.voice.speech_frames import json_frames, receive_spoken_reply
 from voice import client
 from voice.speech_splitter import SpeechSplitter
-from voice.speech_stream import AUDIO_FRAME_MAX_BYTES, AudioTooLarge, SpeechStream, split_wav
-from voice.synthesis import Synthesis
+from voice.speech_stream import AUDIO_FRAME_MAX_BYTES, AudioTooLarge, SpeechStream, split_pcm, split_wav
+from voice.synthesis import AudioChunk
 from voice.wav import pcm16_wav, wav_info
 
 DAPHNE_MESSAGE_LIMIT = 1024 * 1024  # autobahn's default maxMessagePayloadSize, which daphne keeps
@@ -56,9 +57,9 @@ class Socket:
         self.frames.append(data)
 
 
-def speech_for(socket: Socket, wav: bytes, *, max_frame_bytes: int) -> SpeechStream:
-    async def synthesize(*, text: str, voice: str | None) -> Synthesis:
-        return Synthesis(wav, 16000, 1.0, "fra", "fake")
+def speech_for(socket: Socket, pcm: bytes, *, max_frame_bytes: int) -> SpeechStream:
+    async def synthesize(*, text: str, voice: str | None):
+        yield AudioChunk(pcm, 16000, 0, True, "fra", "fake", cached=True)
 
     return SpeechStream(
         voice=None,
@@ -71,14 +72,25 @@ def speech_for(socket: Socket, wav: bytes, *, max_frame_bytes: int) -> SpeechStr
     )
 
 
-async def test_a_piece_over_the_budget_is_sent_as_numbered_parts():
+def test_pcm_is_cut_into_parts_whose_wavs_fit_the_budget():
     pcm = b"\x01\x02" * 30_000
+    parts = split_pcm(pcm, max_bytes=16_000)
+    assert len(parts) == 4 and b"".join(parts) == pcm
+    assert all(len(pcm16_wav(part, sample_rate=16000)) <= 16_000 for part in parts)
+    with pytest.raises(AudioTooLarge):
+        split_pcm(pcm, max_bytes=40)
+
+
+async def test_a_chunk_over_the_budget_is_sent_as_several_numbered_chunks():
+    pcm = b"\x01\x02" * 30_000  # a cached phrase comes as one chunk
     socket = Socket()
-    speech = speech_for(socket, pcm16_wav(pcm, sample_rate=16000), max_frame_bytes=16_000)
+    speech = speech_for(socket, pcm, max_frame_bytes=16_000)
     speech.feed("Une seule phrase à dire.")
     await speech.finish()
-    announced = [frame for frame in socket.frames if isinstance(frame, dict)]
-    assert [(frame["seq"], frame["part"], frame["parts"]) for frame in announced] == [(0, n, 4) for n in range(4)]
+    announced = [frame for frame in socket.frames if isinstance(frame, dict) and frame["type"] == "audio"]
+    assert [(frame["seq"], frame["chunk"], frame["last"]) for frame in announced] == [
+        (0, n, n == 3) for n in range(4)
+    ]
     for frame in announced:  # each announcement is followed by its binary frame, of the size it says
         data = socket.frames[socket.frames.index(frame) + 1]
         assert isinstance(data, bytes) and len(data) == frame["bytes"] <= 16_000
@@ -87,14 +99,14 @@ async def test_a_piece_over_the_budget_is_sent_as_numbered_parts():
 
 async def test_audio_that_cannot_be_cut_or_sent_becomes_an_error_frame_not_silence():
     socket = Socket()
-    speech = speech_for(socket, b"RIFF" + b"\x00" * 50_000, max_frame_bytes=16_000)
+    speech = speech_for(socket, b"\x00" * 50_000, max_frame_bytes=40)
     speech.feed("Une phrase.")
     await speech.finish()
     assert [frame["type"] for frame in socket.frames] == ["error"]
     assert socket.frames[0]["code"] == "tts_unavailable" and speech.stopped
 
     socket = Socket(bytes_error=ValueError("message too big for the server"))
-    speech = speech_for(socket, pcm16_wav(b"\x00\x00" * 100, sample_rate=16000), max_frame_bytes=16_000)
+    speech = speech_for(socket, b"\x00\x00" * 100, max_frame_bytes=16_000)
     speech.feed("Une phrase.")
     await speech.finish()
     assert [frame["type"] for frame in socket.frames] == ["audio", "error"]
@@ -113,18 +125,18 @@ async def test_a_long_spoken_piece_arrives_whole_through_the_asgi_app_in_bounded
     socket = ws_with_key(key)
     assert (await socket.connect())[0]
     await socket.send_json_to({"type": "message", "content": "Salut", "session_id": "long", "voice": True})
-    frames = await receive_reply_with_audio(socket, frame_timeout_s=60)
+    frames = await receive_spoken_reply(socket, frame_timeout_s=60)
     await socket.disconnect()
-    assert frames[-1]["type"] == "end"
-    assert [frame["type"] for frame in frames if isinstance(frame, dict)].count("error") == 0
+    assert frames[-1]["type"] == "speech_end" and len(json_frames(frames, "end")) == 1
+    assert json_frames(frames, "error") == []
     audio, binary = [], []
     for index, frame in enumerate(frames):
         if isinstance(frame, dict) and frame["type"] == "audio" and frame["seq"] == 1:
             audio.append(frame)
             binary.append(frames[index + 1])
     assert len(audio) >= 2 and all(isinstance(data, bytes) for data in binary)
-    assert {(frame["text"], frame["parts"]) for frame in audio} == {(LONG_PIECE, len(audio))}
-    assert [frame["part"] for frame in audio] == list(range(len(audio)))
+    assert {frame["text"] for frame in audio} == {LONG_PIECE}
+    assert [(frame["chunk"], frame["last"]) for frame in audio] == [(n, n == len(audio) - 1) for n in range(len(audio))]
     assert [len(data) for data in binary] == [frame["bytes"] for frame in audio]
     every_binary = [frame for frame in frames if isinstance(frame, bytes)]
     assert max(len(data) for data in every_binary) <= AUDIO_FRAME_MAX_BYTES < DAPHNE_MESSAGE_LIMIT

@@ -82,3 +82,17 @@ async def test_several_workers_share_the_requests(voice_settings, start_worker):
     assert all(result.duration_s > 0 for result in results)
     served = [sum("synthesising" in line for line in worker.lines) for worker in workers]
     assert sum(served) == 8 and min(served) >= 1
+
+
+async def test_a_stream_left_after_its_first_chunk_is_stopped_in_the_worker(voice_settings, start_worker):
+    worker = start_worker(TTS_SPEAKING_RATE="0.3")
+    stream = client.synthesize_stream(text=LONG_TEXT, voice=None)
+    first = await anext(stream)
+    assert first.index == 0 and not first.last
+    await stream.aclose()  # tts.cancel to the worker's own channel, and the abandoned mark
+    line = await asyncio.to_thread(worker.wait_for_line, "cancelled by its client")
+    await asyncio.to_thread(worker.wait_for_line, "stopped a streamed synthesis", start=line)
+    whole = f"streamed {len(LONG_TEXT.strip())} chars"
+    assert not any(whole in entry for entry in worker.lines)  # it never ran to its end
+    chunks = [chunk async for chunk in client.synthesize_stream(text="Encore une fois.", voice=None)]
+    assert chunks[-1].last  # and the worker serves the next one

@@ -60,3 +60,22 @@ async def test_a_model_that_cannot_load_is_reported_with_its_name(local_transpor
     assert "missing-voice" in err.value.message
     ready = await client.tts_readiness(timeout_s=1)
     assert ready["ok"] is False and "missing-voice" in ready["error"]
+
+
+async def test_a_streamed_synthesis_comes_in_ordered_chunks_from_the_child(local_transport):
+    chunks = [chunk async for chunk in client.synthesize_stream(text=LONG_TEXT[:300], voice=None)]
+    assert len(chunks) >= 3 and [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert chunks[-1].last and not any(chunk.last for chunk in chunks[:-1])
+    assert all(chunk.sample_rate == 16000 and chunk.pcm for chunk in chunks)
+
+
+async def test_a_stream_left_after_its_first_chunk_stops_the_child_and_the_next_request_is_served(
+    local_transport,
+):
+    stream = client.synthesize_stream(text=LONG_TEXT, voice=None)
+    first = await anext(stream)
+    assert first.index == 0 and not first.last
+    await stream.aclose()  # the child is told and stops after the chunk under way
+    pid = client._local_worker.pid
+    chunks = [chunk async for chunk in client.synthesize_stream(text="Bonjour.", voice=None)]
+    assert chunks[-1].last and client._local_worker.pid == pid  # the same child: it was not killed

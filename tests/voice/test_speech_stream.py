@@ -8,8 +8,8 @@ import time
 from voice.errors import InvalidText, TTSUnavailable
 from voice.speech_splitter import SpeechSplitter
 from voice.speech_stream import SpeechStream
-from voice.synthesis import Synthesis
-from voice.wav import pcm16_wav, wav_info
+from voice.synthesis import AudioChunk
+from voice.wav import wav_info
 
 REPLY = (
     "Bonjour ! Voici la réponse à ta question, en quelques phrases. "
@@ -28,9 +28,11 @@ class Socket:
     def __init__(self, *, fail_bytes: bool = False) -> None:
         self.frames: list[tuple[str, object, float]] = []
         self.fail_bytes = fail_bytes
+        self.progress = asyncio.Event()  # set at each frame
 
     async def send_json(self, frame: dict) -> None:
         self.frames.append(("json", frame, time.perf_counter()))
+        self.progress.set()
 
     async def send_bytes(self, data: bytes) -> None:
         if self.fail_bytes:
@@ -42,7 +44,8 @@ class Socket:
 
 
 class FakeSynthesizer:
-    """Stands in for voice.client.synthesize: same keyword interface, a real WAV, a chosen delay."""
+    """Stands in for voice.client.synthesize_stream: same keyword interface, two chunks of PCM per
+    piece (the second after the first has been taken), a chosen delay before the first."""
 
     def __init__(
         self, *, delay: float = 0.02, fail_on: str | None = None, delays: dict[str, float] | None = None
@@ -54,11 +57,16 @@ class FakeSynthesizer:
         self.active = 0
         self.most_active = 0
         self.cancelled = 0
+        self.progress = asyncio.Event()  # set when a synthesis starts
 
-    async def __call__(self, *, text: str, voice: str | None, timeout_s: float | None = None) -> Synthesis:
+    def __call__(self, *, text: str, voice: str | None, timeout_s: float | None = None):
+        return self._chunks(text, voice)
+
+    async def _chunks(self, text: str, voice: str | None):
         self.texts.append(text)
         self.active += 1
         self.most_active = max(self.most_active, self.active)
+        self.progress.set()
         try:
             await asyncio.sleep(next((d for key, d in self.delays.items() if key in text), self.delay))
         except asyncio.CancelledError:
@@ -70,9 +78,9 @@ class FakeSynthesizer:
             raise TTSUnavailable("The text-to-speech worker stopped answering during the request.")
         if not any(char.isalpha() for char in text):
             raise InvalidText("Nothing in this text can be spoken.")
-        samples = 160 * len(text)
-        wav = pcm16_wav(b"\x01\x00" * samples, sample_rate=16000)
-        return Synthesis(wav, 16000, samples / 16000, voice or "fra", "fake")
+        samples = 80 * len(text)
+        yield AudioChunk(b"\x01\x00" * samples, 16000, 0, False, voice or "fra", "fake", 1.0)
+        yield AudioChunk(b"\x02\x00" * samples, 16000, 1, True, voice or "fra", "fake", 1.0)
 
 
 def stream(socket: Socket, synthesizer, **options) -> SpeechStream:
@@ -90,15 +98,22 @@ async def test_each_piece_is_an_audio_frame_then_its_wav_in_order():
         speech.feed(token)
     await speech.finish()
     tags = [tag for tag, _, _ in socket.frames]
-    assert tags == ["json", "bytes"] * (len(tags) // 2) and len(tags) >= 8
+    assert tags == ["json", "bytes"] * (len(tags) // 2) + ["json"] and len(tags) >= 17
     audio = socket.json("audio")
-    assert [frame["seq"] for frame in audio] == list(range(len(audio)))
-    assert [frame["text"] for frame in audio] == synthesizer.texts
+    pieces = len(synthesizer.texts)
+    assert [(frame["seq"], frame["chunk"], frame["last"]) for frame in audio] == [
+        (seq, chunk, chunk == 1) for seq in range(pieces) for chunk in (0, 1)
+    ]
+    assert [frame["text"] for frame in audio[::2]] == synthesizer.texts
     assert audio[0]["text"] == "Bonjour !"
     assert "M. Dupont arrive à 14h30 avec 3,5 kilos de pommes." in [frame["text"] for frame in audio]
-    for (_, frame, _), (_, data, _) in zip(socket.frames[::2], socket.frames[1::2], strict=True):
+    for (_, frame, _), (_, data, _) in zip(socket.frames[:-1:2], socket.frames[1::2], strict=True):
         assert frame == {**frame, "type": "audio", "format": "wav", "sample_rate": 16000, "bytes": len(data)}
         assert wav_info(data).frames > 0
+    end = socket.frames[-1][1]
+    assert end["type"] == "speech_end" and end["pieces"] == pieces and end["chunks"] == 2 * pieces
+    assert end["audio_s"] == sum(160 * len(text) for text in synthesizer.texts) / 16000
+    assert end["time_to_first_audio_ms"] == speech.first_audio_ms <= end["speech_total_ms"] == speech.speech_total_ms
 
 
 async def test_audio_starts_while_tokens_are_still_flowing():
@@ -121,7 +136,7 @@ async def test_at_most_max_in_flight_syntheses_run_and_order_survives_out_of_ord
     speech.feed(REPLY)
     await speech.finish()
     assert synthesizer.most_active == 2
-    assert [frame["text"] for frame in socket.json("audio")] == synthesizer.texts
+    assert [frame["text"] for frame in socket.json("audio")[::2]] == synthesizer.texts
 
 
 async def test_a_synthesis_failure_sends_one_error_and_stops_speaking():
@@ -144,13 +159,38 @@ async def test_cancel_stops_synthesis_and_sending_at_once():
     socket, synthesizer = Socket(), FakeSynthesizer(delay=0.2)
     speech = stream(socket, synthesizer)
     speech.feed(REPLY)
-    await asyncio.sleep(0.05)
+    while True:  # until both syntheses are under way
+        synthesizer.progress.clear()
+        if synthesizer.active >= 2:
+            break
+        await synthesizer.progress.wait()
     speech.cancel()
     await speech.finish()
-    await asyncio.sleep(0.3)
     assert socket.frames == []
     assert synthesizer.cancelled == 2  # the two in flight
     assert len(synthesizer.texts) == 2  # the queued pieces never started
+
+
+async def test_interrupt_drops_the_rest_and_sends_one_speech_stopped():
+    socket = Socket()
+    synthesizer = FakeSynthesizer(delay=0.01, delays={"M. Dupont": 30})  # the second piece never comes
+    speech = stream(socket, synthesizer)
+    speech.feed(REPLY)
+    speech.text_done()
+    while True:  # until audio went out and the slow piece is being synthesised
+        socket.progress.clear()
+        synthesizer.progress.clear()
+        if socket.json("audio") and any("Dupont" in text for text in synthesizer.texts):
+            break
+        await asyncio.wait(
+            [asyncio.ensure_future(socket.progress.wait()), asyncio.ensure_future(synthesizer.progress.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    assert await speech.interrupt("barge_in") is True
+    assert await speech.interrupt("cancelled") is False  # already closed
+    await speech.wait()
+    assert socket.frames[-1][1] == {"type": "speech_stopped", "request_id": "", "reason": "barge_in"}
+    assert synthesizer.cancelled >= 1 and speech.ended
 
 
 async def test_pieces_with_nothing_to_say_are_skipped_and_seq_stays_contiguous():
@@ -158,7 +198,7 @@ async def test_pieces_with_nothing_to_say_are_skipped_and_seq_stays_contiguous()
     speech = stream(socket, synthesizer)
     speech.feed("Voilà le résultat.\n🎉🎉🎉 !!!\n42.\nEt c'est tout.")
     await speech.finish()
-    assert [(frame["seq"], frame["text"]) for frame in socket.json("audio")] == [
+    assert [(frame["seq"], frame["text"]) for frame in socket.json("audio")[::2]] == [
         (0, "Voilà le résultat."),
         (1, "Et c'est tout."),
     ]
@@ -170,7 +210,7 @@ async def test_code_blocks_are_not_read_aloud():
     speech = stream(socket, synthesizer)
     speech.feed("Voici le code :\n```python\nprint('bonjour')\nx = 1\n```\nC'est simple.")
     await speech.finish()
-    assert [frame["text"] for frame in socket.json("audio")] == ["Voici le code :", "C'est simple."]
+    assert [frame["text"] for frame in socket.json("audio")[::2]] == ["Voici le code :", "C'est simple."]
 
 
 async def test_a_closed_socket_stops_speech_quietly():
@@ -193,11 +233,12 @@ async def test_feeding_tokens_is_cheap():
     assert per_token_us < 200  # typically a few microseconds
 
 
-async def test_finish_without_any_text_sends_nothing():
+async def test_finish_without_any_text_sends_only_speech_end():
     socket = Socket()
     speech = stream(socket, FakeSynthesizer())
     await speech.finish()
-    assert socket.frames == [] and speech.first_audio_ms is None
+    assert [frame["type"] for frame in socket.json()] == ["speech_end"] and speech.first_audio_ms is None
+    assert socket.json()[0]["pieces"] == 0
 
 
 # --- the real path: SpeechStream -> voice.client -> Redis -> runworker voice-tts -> engine ---
@@ -212,7 +253,8 @@ async def test_a_real_worker_speaks_the_reply_sentence_by_sentence(voice_setting
     await speech.finish()
     audio = socket.json("audio")
     assert len(audio) >= 4 and socket.json("error") == []
-    assert [frame["seq"] for frame in audio] == list(range(len(audio)))
+    assert sorted({frame["seq"] for frame in audio}) == list(range(len(speech.pieces_spoken)))
+    assert socket.json("speech_end")[0]["pieces"] == len(speech.pieces_spoken) >= 4
     wavs = [data for tag, data, _ in socket.frames if tag == "bytes"]
     assert all(wav_info(wav).sample_rate == 16000 and wav_info(wav).frames > 0 for wav in wavs)
     assert [len(wav) for wav in wavs] == [frame["bytes"] for frame in audio]
@@ -225,5 +267,4 @@ async def test_cancel_with_a_real_worker_sends_nothing_more(voice_settings, modu
     speech.feed(REPLY * 3)
     speech.cancel()
     await speech.finish()
-    await asyncio.sleep(0.5)
     assert socket.frames == []

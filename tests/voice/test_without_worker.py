@@ -60,4 +60,4 @@ async def test_speech_sends_one_error_frame_and_stops(no_worker):
     await speech.finish()
     assert [frame["type"] for frame in frames] == ["error"]
     assert frames[0]["code"] == "tts_unavailable"
-    assert audio == [] and speech.first_audio_ms is None
+    assert audio == [] and speech.first_audio_ms is None and speech.ended

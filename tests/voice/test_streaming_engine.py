@@ -1,0 +1,104 @@
+"""Streaming synthesis (TTSEngine.stream) against whole-piece synthesis with the same seed.
+
+The engine re-runs what transformers' VitsModel.forward does before its decoder, through the
+model's public submodules, then decodes the latent in overlapping windows. These tests guard
+that coupling to the pinned transformers version: the joined chunks must be the whole-piece
+waveform (same length; SNR and largest difference over the whole signal), on the tiny voice
+and on an MMS-sized one (VitsConfig's defaults, the architecture of facebook/mms-tts-*, with
+random weights saved by save_pretrained).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from voice.engine import TTSEngine, build_tiny_voice
+from voice.synthesis import EngineConfig, VoiceSpec, chunk_plan
+
+TEXTS = ("bonjour, je suis eva.", "une phrase un peu plus longue pour voir plusieurs morceaux du décodeur.")
+
+
+def engine_for(folder, **overrides) -> TTSEngine:
+    config = EngineConfig(
+        voices=(VoiceSpec("fra", str(folder), "fr"),),
+        default_voice="fra",
+        cpu_threads=1,
+        cache_entries=0,
+        warmup=False,
+        **overrides,
+    )
+    return TTSEngine.load(config)
+
+
+def pcm(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<i2").astype(np.float64)
+
+
+def compare(engine: TTSEngine, text: str, *, seed: int = 7) -> tuple[float, float, int]:
+    """(SNR in dB, largest difference in 16-bit steps, chunks) of streamed vs whole synthesis."""
+    loaded = engine._voices["fra"]
+    torch.manual_seed(seed)
+    whole = pcm(engine._run_model(loaded, text))
+    torch.manual_seed(seed)
+    chunks = list(engine.stream(text=text))
+    streamed = pcm(b"".join(chunk.pcm for chunk in chunks))
+    assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert [chunk.last for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert streamed.shape == whole.shape
+    noise = np.sum((streamed - whole) ** 2)
+    snr = float("inf") if noise == 0 else 10 * np.log10(np.sum(whole**2) / noise)
+    return snr, float(np.max(np.abs(streamed - whole))), len(chunks)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_streamed_chunks_join_into_the_whole_piece_waveform_on_the_tiny_voice(tiny_voice, text):
+    engine = engine_for(tiny_voice, chunk_first_frames=4, chunk_max_frames=8)
+    snr, largest, chunks = compare(engine, text)
+    assert chunks >= 3
+    assert snr > 60 and largest <= 4  # float rounding in 16-bit steps, of 32767
+
+
+def test_too_little_overlap_shows_at_the_seams(tiny_voice):
+    # The check can fail: without overlap each window's edges see zero padding, not their neighbours.
+    engine = engine_for(tiny_voice, chunk_first_frames=4, chunk_max_frames=8, chunk_overlap_frames=0)
+    snr, largest, _ = compare(engine, TEXTS[1])
+    assert snr < 60 or largest > 4
+
+
+@pytest.fixture(scope="module")
+def mms_sized_voice(tmp_path_factory):
+    return build_tiny_voice(tmp_path_factory.mktemp("voices") / "mms-sized", mms_sized=True)
+
+
+def test_streamed_chunks_join_into_the_whole_piece_waveform_on_an_mms_sized_voice(mms_sized_voice):
+    engine = engine_for(mms_sized_voice)
+    snr, largest, chunks = compare(engine, TEXTS[0])
+    assert chunks >= 2
+    assert snr > 60 and largest <= 4  # float rounding in 16-bit steps, of 32767
+
+
+def test_the_chunk_plan_covers_every_frame_once_and_starts_small():
+    config = EngineConfig(voices=(), default_voice="fra", chunk_first_frames=12, chunk_max_frames=96)
+    for frames in (1, 5, 12, 13, 17, 100, 1000):
+        plan = chunk_plan(frames, config)
+        assert plan[0][0] == 0 and plan[-1][1] == frames
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
+        assert all(end - start <= 96 + 48 for start, end in plan)
+    assert chunk_plan(1000, config)[:4] == [(0, 12), (12, 36), (36, 84), (84, 180)]
+
+
+def test_a_cached_phrase_streams_as_one_chunk_and_the_cache_is_bounded_in_bytes(tiny_voice):
+    engine = engine_for(tiny_voice)
+    engine.config = EngineConfig(**{**engine.config.__dict__, "cache_entries": 100, "cache_max_bytes": 60_000})
+    first = list(engine.stream(text="bonjour"))
+    again = list(engine.stream(text="bonjour"))
+    assert len(again) == 1 and again[0].cached and again[0].last
+    assert again[0].pcm == b"".join(chunk.pcm for chunk in first)
+    for n in range(30):
+        engine.synthesize(text=f"phrase numéro {n} pour remplir le cache")
+    stats = engine.cache_stats()
+    assert 0 < stats["bytes"] <= 60_000 and stats["entries"] < 30
