@@ -38,9 +38,16 @@ async def axe_violations(page) -> list[dict]:
     ]
 
 
+# After a change of colour scheme: two frames for the styles to apply, then every transition it
+# started (the admin's links fade their colour) finished, so that axe sees the final colours.
+SETTLED = """() => new Promise(resolve => requestAnimationFrame(() => requestAnimationFrame(resolve)))
+  .then(() => Promise.all(document.getAnimations().map(a => a.finished.catch(() => null))))"""
+
+
 async def assert_accessible(page, where: str) -> None:
     for scheme in ("light", "dark"):
         await page.emulate_media(color_scheme=scheme)
+        await page.evaluate(SETTLED)
         found = await axe_violations(page)
         assert found == [], f"{where} ({scheme}): " + json.dumps(found, indent=1)
     await page.emulate_media(color_scheme="light")
