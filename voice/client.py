@@ -122,21 +122,10 @@ async def _channel_stream(request: dict[str, Any], *, timeout_s: float) -> Async
         )
         first = True
         while True:
-            remaining = deadline - time.time()
-            wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
-            try:
-                if wait <= 0:
-                    raise TimeoutError
-                message = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
-            except TimeoutError:
-                if first:
-                    raise TTSUnavailable(
-                        f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
-                        f"is `python manage.py runworker {TTS_CHANNEL}` running?"
-                    ) from None
-                if remaining <= wait:
-                    raise TTSUnavailable(f"The text-to-speech worker did not answer within {timeout_s:g} s.") from None
-                raise TTSUnavailable("The text-to-speech worker stopped answering during the request.") from None
+            message = await _next_reply(
+                layer, reply_channel, first=first, deadline=deadline, timeout_s=timeout_s,
+                pickup_timeout_s=pickup_timeout_s,
+            )
             first = False
             kind = message.get("type")
             if kind == "tts.accepted":
@@ -264,6 +253,29 @@ def _abandon(request_id: str, *, timeout_s: float, worker_channel: str | None = 
     return task
 
 
+async def _next_reply(
+    layer: Any, reply_channel: str, *, first: bool, deadline: float, timeout_s: float, pickup_timeout_s: float
+) -> dict[str, Any]:
+    """The worker's next message on `reply_channel`: the first within the pickup timeout, each later
+    one within the heartbeat timeout, all before `deadline`; else TTSUnavailable saying which."""
+    remaining = deadline - time.time()
+    wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
+    try:
+        if wait <= 0:
+            raise TimeoutError
+        message: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
+    except TimeoutError:
+        if first:
+            raise TTSUnavailable(
+                f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
+                f"is `python manage.py runworker {TTS_CHANNEL}` running?"
+            ) from None
+        if remaining <= wait:
+            raise TTSUnavailable(f"The text-to-speech worker did not answer within {timeout_s:g} s.") from None
+        raise TTSUnavailable("The text-to-speech worker stopped answering during the request.") from None
+    return message
+
+
 async def _exchange_over_layer(
     layer: Any, kind: str, payload: dict[str, Any], *, request_id: str, timeout_s: float, pickup_timeout_s: float
 ) -> dict[str, Any]:
@@ -282,21 +294,9 @@ async def _exchange_over_layer(
     await layer.send(TTS_CHANNEL, message)
     first = True
     while True:
-        remaining = deadline - time.time()
-        wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
-        try:
-            if wait <= 0:
-                raise TimeoutError
-            message = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
-        except TimeoutError:
-            if first:
-                raise TTSUnavailable(
-                    f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
-                    f"is `python manage.py runworker {TTS_CHANNEL}` running?"
-                ) from None
-            if remaining <= wait:
-                raise TTSUnavailable(f"The text-to-speech worker did not answer within {timeout_s:g} s.") from None
-            raise TTSUnavailable("The text-to-speech worker stopped answering during the request.") from None
+        message = await _next_reply(
+            layer, reply_channel, first=first, deadline=deadline, timeout_s=timeout_s, pickup_timeout_s=pickup_timeout_s
+        )
         first = False
         kind_received = message.get("type")
         if kind_received in ("tts.accepted", "tts.working"):
