@@ -68,6 +68,7 @@ class EngineHost:
     def __init__(self, config: EngineConfig, *, hang_exit_s: float = 0.0) -> None:
         self.config = config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-engine")
+        self._stops: dict[str, threading.Event] = {}  # a streamed request's stop, by request id
         self._engine: TTSEngine | None = None
         self._loading: Future[TTSEngine] | None = None
         self._load_error: tuple[float, str] | None = None
@@ -174,21 +175,36 @@ class EngineHost:
                 self._busy_since = None
                 put(None)
 
+        if request_id:
+            self._stops[request_id] = stop
         work = self._executor.submit(run)
         sent = 0
         try:
             while True:
                 item = await queue.get()
                 if item is None:
+                    if stop.is_set():  # stopped by tts.cancel (stop_request) before its last chunk
+                        raise asyncio.CancelledError
                     return sent
                 if isinstance(item, BaseException):
                     raise item
+                if stop.is_set():
+                    continue  # its client left: nothing more goes out, the engine thread is stopping
                 await on_chunk(item)
                 sent += 1
         finally:
             stop.set()
+            if request_id:
+                self._stops.pop(request_id, None)
             if work.cancel():
                 logger.info("dropped a queued synthesis: its client left")
+
+    def stop_request(self, request_id: str) -> None:
+        """Its client left (tts.cancel): the engine thread stops after the chunk under way, whether or
+        not the cancellation of the task that streams it has reached it yet."""
+        stop = self._stops.get(request_id)
+        if stop is not None:
+            stop.set()
 
     def _watchdog(self) -> None:
         # A synthesis stuck in native code cannot be interrupted from Python: exit so that the
@@ -255,9 +271,11 @@ class TTSWorkerConsumer(AsyncConsumer):
 
     async def tts_cancel(self, message: dict[str, Any]) -> None:
         """Its client left: drop the request now, queued or running (sent to this worker's channel)."""
-        task = self._by_request().pop(str(message.get("request_id") or ""), None)
+        request_id = str(message.get("request_id") or "")
+        task = self._by_request().pop(request_id, None)
         if task is not None and not task.done():
-            logger.info("dropped request %s: cancelled by its client", message.get("request_id"))
+            logger.info("dropped request %s: cancelled by its client", request_id)
+            engine_host().stop_request(request_id)
             task.cancel()
 
     async def _take(self, message: dict[str, Any]) -> None:
