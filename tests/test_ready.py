@@ -89,7 +89,10 @@ async def test_without_ready_token_only_staff_sees_details(counted_checks, setti
     assert set((await client.get("/ready")).json()) == {"status", "parts"}
 
 
-async def test_150_concurrent_probes_get_one_answer_from_one_check(counted_checks):
+async def test_150_concurrent_probes_get_one_answer_from_one_check(counted_checks, monkeypatch):
+    # The answer is kept for READY_CACHE_S (1 s); on a loaded machine 150 requests can take longer
+    # than that, and a second check would then be right: keep it for the whole burst.
+    monkeypatch.setattr(health, "READY_CACHE_S", 3600.0)
     responses = await asyncio.gather(*(AsyncClient().get("/ready") for _ in range(150)))
     assert {(r.status_code, r.content) for r in responses} == {(responses[0].status_code, responses[0].content)}
     assert counted_checks == dict.fromkeys(health.READY_CHECKS, 1)
