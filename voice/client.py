@@ -123,7 +123,11 @@ async def _channel_stream(request: dict[str, Any], *, timeout_s: float) -> Async
         first = True
         while True:
             message = await _next_reply(
-                layer, reply_channel, first=first, deadline=deadline, timeout_s=timeout_s,
+                layer,
+                reply_channel,
+                first=first,
+                deadline=deadline,
+                timeout_s=timeout_s,
                 pickup_timeout_s=pickup_timeout_s,
             )
             first = False

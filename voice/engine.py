@@ -1,4 +1,4 @@
-"""Meta's MMS text-to-speech through transformers' VitsModel: the only module importing torch.
+"""Meta's MMS text-to-speech through transformers' VitsModel: with voice/streaming_decoder.py, the only modules importing torch.
 
 Runs inside a TTS worker (``manage.py runworker voice-tts``) or the web process's embedded
 child, never in the web process itself. One `TTSEngine` holds every configured voice, loaded
@@ -26,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 
 from voice.errors import InvalidText, TextTooLong, TTSUnavailable
 from voice.spoken_text import fold_to_vocabulary, spoken_form
+from voice.streaming_decoder import StreamingHifiGan
 from voice.synthesis import AudioChunk, EngineConfig, Synthesis, VoiceSpec, chunk_plan
 from voice.wav import pcm16_wav
 
@@ -57,7 +58,7 @@ class _LoadedVoice:
 
 
 def resolve_device(requested: str) -> str:
-    """"auto" picks CUDA when torch sees a GPU; asking for CUDA without one is an error."""
+    """ "auto" picks CUDA when torch sees a GPU; asking for CUDA without one is an error."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -287,8 +288,11 @@ class TTSEngine:
         """Speak `text` chunk by chunk: each chunk of the waveform is yielded as soon as it exists.
 
         The text encoder, the duration predictor and the flow run once over the whole piece;
-        the HiFi-GAN decoder then runs over windows of the latent (see `chunk_plan`), each
-        widened by `chunk_overlap_frames` on both sides and cut back, so that the joined chunks
+        the HiFi-GAN decoder then makes the waveform chunk by chunk (see `chunk_plan`). On the
+        CPU it streams (voice/streaming_decoder.py: each layer computes each output once, so a
+        chunk costs its own audio and no context twice); on CUDA, or with `stream_windows`, it
+        decodes windows of the latent widened by `chunk_overlap_frames` on both sides and cut
+        back (fixed window shapes suit cuDNN's per-shape plans). Either way the joined chunks
         are the whole-piece waveform (tests/voice/test_streaming_engine.py measures how close).
         Stop iterating (close the generator) to drop the rest of the work.
         """
@@ -305,15 +309,38 @@ class TTSEngine:
         parts: list[bytes] = []
         with torch.inference_mode():
             latents = self._latents(loaded, folded)
-            plan = chunk_plan(int(latents.shape[-1]), self.config)
-            for index, (start, end) in enumerate(plan):
-                part = self._decode_window(loaded, latents, start, end)
+            pieces = self._decode_windows if self._windows() else self._decode_streaming
+            for index, (part, last) in enumerate(pieces(loaded, latents)):
                 parts.append(part)
                 now = time.perf_counter()
-                yield AudioChunk(part, rate, index, index == len(plan) - 1, name, label, (now - started) * 1000)
+                yield AudioChunk(part, rate, index, last, name, label, (now - started) * 1000)
                 started = time.perf_counter()  # the consumer's time between chunks is not ours
         del latents
         self._remember(name, folded, b"".join(parts))
+
+    def _windows(self) -> bool:
+        """Decode overlapping windows (CUDA's default) rather than stream the decoder (the CPU's)."""
+        if self.config.stream_windows is None:
+            return self.device == "cuda"
+        return self.config.stream_windows
+
+    def _decode_windows(self, loaded: _LoadedVoice, latents: Any) -> Iterator[tuple[bytes, bool]]:
+        plan = chunk_plan(int(latents.shape[-1]), self.config)
+        for index, (start, end) in enumerate(plan):
+            yield self._decode_window(loaded, latents, start, end), index == len(plan) - 1
+
+    def _decode_streaming(self, loaded: _LoadedVoice, latents: Any) -> Iterator[tuple[bytes, bool]]:
+        """Push the latent to a streaming decoder up to each chunk's end plus the decoder's reach."""
+        frames = int(latents.shape[-1])
+        decoder = StreamingHifiGan(loaded.model.decoder, frames)
+        pushed = 0
+        for _, end in chunk_plan(frames, self.config):
+            upto = min(end + decoder.lag_frames, frames)
+            samples = decoder.push(latents[..., pushed:upto])
+            pushed = upto
+            yield _pcm16(samples), pushed == frames
+            if pushed == frames:
+                return
 
     def _cached(self, name: str, folded: str) -> bytes | None:
         if not self._cacheable(folded):
@@ -325,8 +352,10 @@ class TTSEngine:
             return hit
 
     def _cacheable(self, folded: str) -> bool:
-        return self.config.cache_entries > 0 and self.config.cache_max_bytes > 0 and (
-            len(folded) <= self.config.cache_max_chars
+        return (
+            self.config.cache_entries > 0
+            and self.config.cache_max_bytes > 0
+            and (len(folded) <= self.config.cache_max_chars)
         )
 
     def _remember(self, name: str, folded: str, pcm: bytes) -> None:
@@ -387,9 +416,7 @@ class TTSEngine:
         positions = torch.repeat_interleave(torch.arange(repeats.shape[0], device=repeats.device), repeats)
         prior_means = encoded.prior_means[:, positions].transpose(1, 2)
         prior_log_variances = encoded.prior_log_variances[:, positions].transpose(1, 2)
-        prior_latents = (
-            prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
-        )
+        prior_latents = prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
         output_mask = torch.ones(1, 1, prior_latents.shape[-1], dtype=mask_dtype, device=prior_latents.device)
         return model.flow(prior_latents, output_mask, None, reverse=True)
 

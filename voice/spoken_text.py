@@ -18,9 +18,27 @@ from dataclasses import dataclass, field
 
 # ISO 639-3 voice names (as MMS uses: mms-tts-fra) to num2words language codes.
 NUM2WORDS_LANGUAGES = {
-    "fra": "fr", "eng": "en", "deu": "de", "spa": "es", "ita": "it", "por": "pt", "nld": "nl",
-    "pol": "pl", "rus": "ru", "tur": "tr", "ukr": "uk", "ces": "cz", "dan": "dk", "fin": "fi",
-    "swe": "sv", "nor": "no", "ron": "ro", "hun": "hu", "ind": "id", "vie": "vi", "kor": "ko",
+    "fra": "fr",
+    "eng": "en",
+    "deu": "de",
+    "spa": "es",
+    "ita": "it",
+    "por": "pt",
+    "nld": "nl",
+    "pol": "pl",
+    "rus": "ru",
+    "tur": "tr",
+    "ukr": "uk",
+    "ces": "cz",
+    "dan": "dk",
+    "fin": "fi",
+    "swe": "sv",
+    "nor": "no",
+    "ron": "ro",
+    "hun": "hu",
+    "ind": "id",
+    "vie": "vi",
+    "kor": "ko",
 }
 
 # Longer digit runs (phone numbers, ids) are read digit by digit rather than as a quintillion.
@@ -48,8 +66,14 @@ _FRENCH = LanguageWords(
     hours="heures",
     currencies={"EUR": ("euro", "euros"), "USD": ("dollar", "dollars"), "GBP": ("livre", "livres")},
     symbols={
-        "&": "et", "+": "plus", "=": "égale", "@": "arobase",
-        "°": "degrés", "€": "euros", "$": "dollars", "£": "livres",
+        "&": "et",
+        "+": "plus",
+        "=": "égale",
+        "@": "arobase",
+        "°": "degrés",
+        "€": "euros",
+        "$": "dollars",
+        "£": "livres",
     },
     abbreviations=(
         (r"\bM\.(?=\s+\w)", "monsieur"),
@@ -77,8 +101,14 @@ _ENGLISH = LanguageWords(
     hours="o'clock",
     currencies={"EUR": ("euro", "euros"), "USD": ("dollar", "dollars"), "GBP": ("pound", "pounds")},
     symbols={
-        "&": "and", "+": "plus", "=": "equals", "@": "at",
-        "°": "degrees", "€": "euros", "$": "dollars", "£": "pounds",
+        "&": "and",
+        "+": "plus",
+        "=": "equals",
+        "@": "at",
+        "°": "degrees",
+        "€": "euros",
+        "$": "dollars",
+        "£": "pounds",
     },
     abbreviations=(
         (r"\bMr\b\.?", "mister"),
@@ -221,36 +251,50 @@ def _substitutions(speller: _Speller) -> list[tuple[re.Pattern[str], Callable[[r
         rules.append((re.compile(pattern), _replace_with(replacement)))
     # Times: "14h30", "14 h 30", "9h" (French) and "14:30", "2:05 pm".
     if speller.language == "fr":
-        rules.append((
-            re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3]) ?[hH] ?(?P<m>[0-5]\d)?(?![\w])"),
-            lambda m: speller.time(int(m.group("h")), int(m.group("m") or 0)),
-        ))
-    rules.append((
-        re.compile(
-            r"(?<![\d:])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::[0-5]\d)?(?![\d:])"
-            r"(?: ?(?P<mer>[aApP])\.? ?[mM]\.?(?!\w))?"
-        ),
-        lambda m: speller.time(int(m.group("h")), int(m.group("m")), (m.group("mer") or "") and m.group("mer") + "m"),
-    ))
+        rules.append(
+            (
+                re.compile(r"(?<![\d:])(?P<h>[01]?\d|2[0-3]) ?[hH] ?(?P<m>[0-5]\d)?(?![\w])"),
+                lambda m: speller.time(int(m.group("h")), int(m.group("m") or 0)),
+            )
+        )
+    rules.append(
+        (
+            re.compile(
+                r"(?<![\d:])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?::[0-5]\d)?(?![\d:])"
+                r"(?: ?(?P<mer>[aApP])\.? ?[mM]\.?(?!\w))?"
+            ),
+            lambda m: speller.time(
+                int(m.group("h")), int(m.group("m")), (m.group("mer") or "") and m.group("mer") + "m"
+            ),
+        )
+    )
     # Money: "12 €", "12,50€", "€12.50", "$3", "12 EUR".
-    rules.append((
-        re.compile(rf"(?P<sym>[€$£]) ?{money_number}"),
-        lambda m: speller.money(_CURRENCY_SYMBOLS[m.group("sym")], m),
-    ))
-    rules.append((
-        re.compile(rf"{money_number} ?(?:(?P<sym>[€$£])|(?P<code>EUR|USD|GBP)\b)"),
-        lambda m: speller.money(m.group("code") or _CURRENCY_SYMBOLS[m.group("sym")], m),
-    ))
+    rules.append(
+        (
+            re.compile(rf"(?P<sym>[€$£]) ?{money_number}"),
+            lambda m: speller.money(_CURRENCY_SYMBOLS[m.group("sym")], m),
+        )
+    )
+    rules.append(
+        (
+            re.compile(rf"{money_number} ?(?:(?P<sym>[€$£])|(?P<code>EUR|USD|GBP)\b)"),
+            lambda m: speller.money(m.group("code") or _CURRENCY_SYMBOLS[m.group("sym")], m),
+        )
+    )
     rules.append((re.compile(r" ?%"), lambda m: f" {words.percent} "))
-    rules.append((
-        re.compile(rf"(?<![\d.,])(?P<n>\d+){words.ordinal_suffix}(?!\w)"),
-        lambda m: f" {speller.ordinal(m.group('n'))} ",
-    ))
+    rules.append(
+        (
+            re.compile(rf"(?<![\d.,])(?P<n>\d+){words.ordinal_suffix}(?!\w)"),
+            lambda m: f" {speller.ordinal(m.group('n'))} ",
+        )
+    )
     # A minus sign only where it cannot be a hyphen: at the start or after a space.
-    rules.append((
-        re.compile(rf"(?:(?<=\s)|^)[-−](?={number})"),
-        lambda m: f" {words.minus} ",
-    ))
+    rules.append(
+        (
+            re.compile(rf"(?:(?<=\s)|^)[-−](?={number})"),
+            lambda m: f" {words.minus} ",
+        )
+    )
     rules.append((re.compile(rf"(?<![\d.,]){number}"), speller.number))
     if words.symbols:
         symbols = "".join(re.escape(s) for s in words.symbols)

@@ -41,10 +41,12 @@ class EngineConfig:
     cache_entries: int = 256
     cache_max_chars: int = 200  # only short, likely repeated phrases are cached
     cache_max_bytes: int = 16 * 1024 * 1024  # the phrase cache's PCM, all entries together
-    # Streaming synthesis (TTSEngine.stream): the waveform decoder runs over the latent in chunks
-    # of spectrogram frames, the first one small, each next one `chunk_growth` times the one
-    # before, up to `chunk_max_frames`; each window overlaps its neighbours by `overlap_frames`
-    # on either side (more than the decoder's receptive field), cut off again.
+    # Streaming synthesis (TTSEngine.stream): the waveform comes in chunks of spectrogram frames,
+    # the first one small, each next one `chunk_growth` times the one before, up to
+    # `chunk_max_frames`. On the CPU the decoder streams (voice/streaming_decoder.py); with
+    # windows (CUDA, or `stream_windows=True`) each window overlaps its neighbours by
+    # `chunk_overlap_frames` on either side (more than the decoder's receptive field), cut off again.
+    stream_windows: bool | None = None  # None: windows on CUDA, the streaming decoder elsewhere
     chunk_first_frames: int = 12
     chunk_growth: int = 2
     chunk_max_frames: int = 96

@@ -335,7 +335,10 @@ class TTSWorkerConsumer(AsyncConsumer):
         except Exception as exc:  # the worker must keep serving after any one failure
             logger.exception("synthesis failed")
             reply = {
-                "type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}",
+                "type": "tts.result",
+                "ok": False,
+                "code": "tts_unavailable",
+                "message": f"Synthesis failed: {exc}",
             }
         finally:
             heartbeat.cancel()
@@ -371,7 +374,10 @@ class TTSWorkerConsumer(AsyncConsumer):
         except Exception as exc:  # the worker must keep serving after any one failure
             logger.exception("streamed synthesis failed")
             reply = {
-                "type": "tts.result", "ok": False, "code": "tts_unavailable", "message": f"Synthesis failed: {exc}",
+                "type": "tts.result",
+                "ok": False,
+                "code": "tts_unavailable",
+                "message": f"Synthesis failed: {exc}",
             }
         finally:
             heartbeat.cancel()

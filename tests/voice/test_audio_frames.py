@@ -88,9 +88,7 @@ async def test_a_chunk_over_the_budget_is_sent_as_several_numbered_chunks():
     speech.feed("Une seule phrase à dire.")
     await speech.finish()
     announced = [frame for frame in socket.frames if isinstance(frame, dict) and frame["type"] == "audio"]
-    assert [(frame["seq"], frame["chunk"], frame["last"]) for frame in announced] == [
-        (0, n, n == 3) for n in range(4)
-    ]
+    assert [(frame["seq"], frame["chunk"], frame["last"]) for frame in announced] == [(0, n, n == 3) for n in range(4)]
     for frame in announced:  # each announcement is followed by its binary frame, of the size it says
         data = socket.frames[socket.frames.index(frame) + 1]
         assert isinstance(data, bytes) and len(data) == frame["bytes"] <= 16_000

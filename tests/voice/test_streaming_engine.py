@@ -1,8 +1,9 @@
 """Streaming synthesis (TTSEngine.stream) against whole-piece synthesis with the same seed.
 
 The engine re-runs what transformers' VitsModel.forward does before its decoder, through the
-model's public submodules, then decodes the latent in overlapping windows. These tests guard
-that coupling to the pinned transformers version: the joined chunks must be the whole-piece
+model's public submodules, then decodes the latent with a streaming HiFi-GAN (the CPU's way,
+voice/streaming_decoder.py) or in overlapping windows (CUDA's way). These tests guard both
+couplings to the pinned transformers version: the joined chunks must be the whole-piece
 waveform (same length; SNR and largest difference over the whole signal), on the tiny voice
 and on an MMS-sized one (VitsConfig's defaults, the architecture of facebook/mms-tts-*, with
 random weights saved by save_pretrained).
@@ -17,6 +18,7 @@ import pytest
 import torch
 
 from voice.engine import TTSEngine, build_tiny_voice
+from voice.streaming_decoder import StreamingHifiGan
 from voice.synthesis import EngineConfig, VoiceSpec, chunk_plan
 
 TEXTS = ("bonjour, je suis eva.", "une phrase un peu plus longue pour voir plusieurs morceaux du décodeur.")
@@ -54,9 +56,10 @@ def compare(engine: TTSEngine, text: str, *, seed: int = 7) -> tuple[float, floa
     return snr, float(np.max(np.abs(streamed - whole))), len(chunks)
 
 
+@pytest.mark.parametrize("windows", [False, True], ids=["streaming-decoder", "windows"])
 @pytest.mark.parametrize("text", TEXTS)
-def test_streamed_chunks_join_into_the_whole_piece_waveform_on_the_tiny_voice(tiny_voice, text):
-    engine = engine_for(tiny_voice, chunk_first_frames=4, chunk_max_frames=8)
+def test_streamed_chunks_join_into_the_whole_piece_waveform_on_the_tiny_voice(tiny_voice, text, windows):
+    engine = engine_for(tiny_voice, chunk_first_frames=4, chunk_max_frames=8, stream_windows=windows)
     snr, largest, chunks = compare(engine, text)
     assert chunks >= 3
     assert snr > 60 and largest <= 4  # float rounding in 16-bit steps, of 32767
@@ -64,9 +67,63 @@ def test_streamed_chunks_join_into_the_whole_piece_waveform_on_the_tiny_voice(ti
 
 def test_too_little_overlap_shows_at_the_seams(tiny_voice):
     # The check can fail: without overlap each window's edges see zero padding, not their neighbours.
-    engine = engine_for(tiny_voice, chunk_first_frames=4, chunk_max_frames=8, chunk_overlap_frames=0)
+    engine = engine_for(
+        tiny_voice, chunk_first_frames=4, chunk_max_frames=8, chunk_overlap_frames=0, stream_windows=True
+    )
     snr, largest, _ = compare(engine, TEXTS[1])
     assert snr < 60 or largest > 4
+
+
+def test_the_cpu_streams_the_decoder_and_cuda_decodes_windows(tiny_voice):
+    engine = engine_for(tiny_voice)
+    assert engine.device == "cpu" and not engine._windows()
+    engine.device = "cuda"  # what is chosen there, without running anything on it
+    assert engine._windows()
+    assert not engine_for(tiny_voice, stream_windows=False)._windows()
+
+
+def latent_of(engine: TTSEngine, text: str) -> torch.Tensor:
+    loaded = engine._voices["fra"]
+    with torch.inference_mode():
+        return engine._latents(loaded, engine.speakable_text(text=text))
+
+
+@pytest.mark.parametrize("pushes", [[1] * 400, [3, 1, 7, 2, 50], [5000]], ids=["frame-by-frame", "uneven", "at-once"])
+def test_the_streaming_decoder_gives_forwards_waveform_however_the_latent_is_pushed(tiny_voice, pushes):
+    engine = engine_for(tiny_voice)
+    decoder_module = engine._voices["fra"].model.decoder
+    latents = latent_of(engine, TEXTS[1])
+    frames = int(latents.shape[-1])
+    with torch.inference_mode():
+        whole = decoder_module(latents, None)[0, 0]
+        decoder = StreamingHifiGan(decoder_module, frames)
+        out, pushed = [], 0
+        for size in pushes:
+            if pushed < frames:
+                out.append(decoder.push(latents[..., pushed : pushed + size]))
+                pushed = min(pushed + size, frames)
+        if pushed < frames:
+            out.append(decoder.push(latents[..., pushed:]))
+        joined = torch.cat(out)
+    assert joined.shape == whole.shape == (frames * decoder.hop,)
+    assert float((joined - whole).abs().max()) < 1e-4
+    with pytest.raises(ValueError):
+        decoder.push(latents[..., :1])  # nothing is left to push
+
+
+def test_the_streaming_decoders_reach_is_exact(tiny_voice):
+    """Pushing a chunk's frames plus `lag_frames` gives all of its samples, one frame fewer does not."""
+    engine = engine_for(tiny_voice)
+    decoder_module = engine._voices["fra"].model.decoder
+    latents = latent_of(engine, TEXTS[1])
+    frames, first = int(latents.shape[-1]), 4
+    with torch.inference_mode():
+        short = StreamingHifiGan(decoder_module, frames)
+        lag = short.lag_frames
+        assert lag > 0 and first + lag < frames
+        assert short.push(latents[..., : first + lag - 1]).shape[0] < first * short.hop
+        enough = StreamingHifiGan(decoder_module, frames)
+        assert enough.push(latents[..., : first + lag]).shape[0] >= first * enough.hop
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +131,9 @@ def mms_sized_voice(tmp_path_factory):
     return build_tiny_voice(tmp_path_factory.mktemp("voices") / "mms-sized", mms_sized=True)
 
 
-def test_streamed_chunks_join_into_the_whole_piece_waveform_on_an_mms_sized_voice(mms_sized_voice):
-    engine = engine_for(mms_sized_voice)
+@pytest.mark.parametrize("windows", [False, True], ids=["streaming-decoder", "windows"])
+def test_streamed_chunks_join_into_the_whole_piece_waveform_on_an_mms_sized_voice(mms_sized_voice, windows):
+    engine = engine_for(mms_sized_voice, stream_windows=windows)
     snr, largest, chunks = compare(engine, TEXTS[0])
     assert chunks >= 2
     assert snr > 60 and largest <= 4  # float rounding in 16-bit steps, of 32767
