@@ -1,12 +1,13 @@
 """Graceful restart (#16): the chat streams a web process holds, and how they end when it stops.
 
-Each open WebSocket and each running SSE reply registers here. `drain_streams(deadline)` (called
-by evaproject.restart when the process gets SIGTERM) marks the process as draining, then asks
-every registered stream to end: a reply in flight is let finish until the deadline; one still
-running then is stopped (its partial reply stored, its metric row recorded with error_code
-`server_restarting`); the client is told with an `error` frame or event `server_restarting`
-(and WebSockets close with 1012, "service restart"). Writes started meanwhile (partial replies,
-metric rows) are awaited before it returns.
+Each open WebSocket, each running SSE reply and each reply going on after its client left (a
+detached reply, kept for a resume: chat/replay.py) registers here. `drain_streams(deadline)`
+(called by evaproject.restart when the process gets SIGTERM) marks the process as draining, then
+asks every registered stream to end: a reply in flight is let finish until the deadline; one
+still running then is stopped (its partial reply stored, its metric row recorded with error_code
+`server_restarting`); the client, if it is still there, is told with an `error` frame or event
+`server_restarting` (and WebSockets close with 1012, "service restart"). Writes started
+meanwhile (partial replies, metric rows) are awaited before it returns.
 """
 
 from __future__ import annotations

@@ -33,7 +33,10 @@ reply's lease and cancel mark (every second at most) and stops the generation on
 followed it for the grace, or at once when a follower cancels it. Stopped, it is kept as
 partial, as a cancelled reply always was. Spoken replies' `audio` frames and their binary audio
 are not numbered and not kept: a resumed reply is its text; and a spoken reply stops with its
-socket, as before (the speech sends to the socket itself), its text kept for a resume.
+socket, as before (the speech sends to the socket itself), its text kept for a resume. A detached
+reply stays registered with the graceful restart's drain (chat/drain.py): on SIGTERM it may
+finish until DRAIN_TIMEOUT_S and is stopped after, stored as partial with its metric row
+(`server_restarting`), as a reply whose client is there; its last frames are written at once.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from accounts.errors import EvaError, InvalidInput, NotFound
+from chat import drain
 from chat.generation import ChatGeneration
 
 logger = logging.getLogger("chat.replay")
@@ -510,7 +514,36 @@ def detach(task: asyncio.Task[Any] | None) -> bool:
         return False
     _keep(task)
     _keep(asyncio.ensure_future(_watchdog(task, record, grace)))
+    detached = _Detached(task, record)
+    drain.stream_opened(detached)  # its edge has left the drain's registry: the reply stays in it
+    task.add_done_callback(lambda _: drain.stream_closed(detached))
     return True
+
+
+class _Detached:
+    """A detached reply as chat.drain sees it: on a restart it may finish until the drain's
+    deadline, and is stopped after (kept as partial, its metric row `server_restarting`), as a
+    reply whose client is still there; then its last frames are written to the buffer, so that a
+    client following it from another process gets its end."""
+
+    def __init__(self, task: asyncio.Task[Any], record: _Record) -> None:
+        self.task = task
+        self.record = record
+
+    async def drain(self, deadline: float) -> None:
+        task, loop = self.task, asyncio.get_running_loop()
+        if not task.done():
+            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                self.record.generation.stop_code = drain.RESTARTING_CODE
+                task.cancel()
+                await asyncio.wait([task])
+        flusher = _flusher()
+        while self.record.pending or self.record.in_flight:  # now, not at the next interval: the process stops
+            flusher.start()
+            if flusher.task is None:
+                break
+            await asyncio.wait([flusher.task])
 
 
 async def _watchdog(task: asyncio.Task[Any], record: _Record, grace: float) -> None:

@@ -241,7 +241,9 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         task = self.task
         self.gone = True
         if task is not None and replay.detach(task):
-            pass  # the reply goes on for its grace, for a resume; the consumer ends now
+            # The reply goes on for its grace, for a resume; the consumer ends now. The drain
+            # (chat.drain) waits for the reply itself: replay.detach registered it.
+            drain.stream_closed(self)
         elif task is not None:
             if not task.done():
                 task.cancel()
@@ -263,6 +265,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
             self.generation.stop_code = drain.RESTARTING_CODE
         task.cancel()
         await asyncio.wait([task])
+        if self.gone:
+            return  # its client left during the drain: nobody to tell
         if self.streaming:
             error = {"type": "error", "code": drain.RESTARTING_CODE, "message": drain.RESTARTING_MESSAGE}
             if self.generation is not None:

@@ -50,6 +50,12 @@ def add_metric_observer(observer: Any) -> None:
         _observers.append(observer)
 
 
+def remove_metric_observer(observer: Any) -> None:
+    """Stop calling `observer` (tests that watch for a row being recorded)."""
+    if observer in _observers:
+        _observers.remove(observer)
+
+
 def _observed(metric: RequestMetric) -> RequestMetric:
     for observer in _observers:
         try:

@@ -9,6 +9,10 @@ shutdown). A client that reconnects gets a model history where user and assistan
 
 Ordering is by events: each stream's first token is read before the signal; the short reply is a
 few tokens, the long one 400 tokens at 50 ms each (20 s), against a 6 s drain.
+
+A reply whose client left, going on for a resume (chat/replay.py's grace), is drained as well: that
+one runs through the real ASGI application in this process, the drain called as SIGTERM calls it
+(a client's departure is then known to have been handled before the drain starts).
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import httpx
 import pytest
 import websockets
 from asgiref.sync import sync_to_async
+from channels.testing import ApplicationCommunicator
 
+from chat import drain, replay
 from chat.models import ChatMessage
 from metrics.models import RequestMetric
+from tests.chat.test_sse import _headers, parse_sse
+from tests.chat.wsclient import receive_until, ws_with_key
 from tests.live_server import start_server, stop_process
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -156,6 +164,81 @@ async def test_sigterm_drains_replies_stores_the_rest_and_exits(kind, web_ollama
         stop_process(server.process)
     roles = [m["role"] for m in web_ollama.chat_requests()[-1].body["messages"] if m["role"] != "system"]
     assert roles == ["user", "assistant", "user"]
+
+
+@pytest.fixture
+def draining_here(settings):
+    """Replies go on for a resume when their client leaves; the drain is run in this process, which
+    serves again after the test."""
+    settings.REPLAY_GRACE_S = 60.0
+    yield
+    drain.reset_for_tests()
+
+
+async def ws_reply_left_after_its_first_token(key: str, content: str, session_id: str) -> str:
+    socket = ws_with_key(key)
+    assert (await socket.connect())[0]
+    await socket.send_json_to({"type": "message", "content": content, "session_id": session_id})
+    frames = await receive_until(socket, "token", frame_timeout_s=WAIT_S)
+    await socket.disconnect()  # returns once the consumer has handled it: the reply is detached
+    return frames[0]["request_id"]
+
+
+async def sse_reply_left_after_its_first_token(key: str, content: str, session_id: str) -> str:
+    from evaproject.asgi import application
+
+    scope = {
+        "type": "http", "http_version": "1.1", "method": "POST", "path": "/api/v1/chat/stream",
+        "query_string": b"", "headers": _headers(key, {}),
+    }
+    stream = ApplicationCommunicator(application, scope)
+    body = json.dumps({"message": content, "session_id": session_id}).encode()
+    await stream.send_input({"type": "http.request", "body": body})
+    assert (await stream.receive_output(timeout=WAIT_S))["status"] == 200
+    received = b""
+    while b"event: token" not in received:
+        received += (await stream.receive_output(timeout=WAIT_S))["body"]
+    await stream.send_input({"type": "http.disconnect"})  # the connection dropped
+    await stream.wait(timeout=WAIT_S)
+    return parse_sse(received)[0][1]["request_id"]
+
+
+async def last_buffered_frame(request_id: str) -> dict[str, Any]:
+    store = replay.replay_store()
+    snapshot = await store.snapshot(request_id)
+    assert snapshot is not None and snapshot.finished
+    return (await store.read(request_id, snapshot.last_n - 1, block_s=0))[-1][1]
+
+
+async def test_replies_whose_clients_left_for_a_resume_are_drained_too(ollama, user_key, draining_here):
+    """Detached replies (chat/replay.py) stay registered with the drain: one that ends within the
+    deadline is stored complete; those still running then are stopped and stored as partial with
+    their metric rows (`server_restarting`). The buffer has each one's end, for a resume."""
+    ollama.behaviour.token_interval_s = 0.05
+    _, key = await user_key()
+    medium = " ".join(["mot"] * 40)  # 2 s of tokens, against a 6 s drain
+    ws_long = await ws_reply_left_after_its_first_token(key, LONG, "ws-long")
+    sse_long = await sse_reply_left_after_its_first_token(key, LONG, "sse-long")
+    ws_medium = await ws_reply_left_after_its_first_token(key, medium, "ws-medium")
+    assert ollama.chat_requests()[-1].finished is False  # going on without its client: the drain waits for it
+
+    await drain.drain_streams(asyncio.get_running_loop().time() + 6)  # what SIGTERM starts (evaproject.restart)
+
+    for session_id, request_id, channel in (("ws-long", ws_long, "ws"), ("sse-long", sse_long, "sse")):
+        rows = await stored(session_id)
+        assert [row[:2] for row in rows] == [("user", "complete"), ("assistant", "partial")], session_id
+        assert rows[0][2] == LONG and 0 < len(rows[1][2]) < len("Echo: " + LONG)
+        assert await metric(request_id) == (channel, "cancelled", "server_restarting")
+        end = await last_buffered_frame(request_id)
+        assert (end["type"], end["done_reason"]) == ("end", "cancelled")
+    assert await stored("ws-medium") == [
+        ("user", "complete", medium),
+        ("assistant", "complete", "Echo: " + medium),
+    ]
+    assert await metric(ws_medium) == ("ws", "ok", "")
+    end = await last_buffered_frame(ws_medium)
+    assert (end["type"], end["done_reason"]) == ("end", "stop")
+    await replay.drain_writes()  # nothing is left running: the watchdogs end with their replies
 
 
 def test_the_models_history_leaves_out_user_messages_that_got_no_reply():

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from accounts.api_keys import api_key_create
 from chat.models import ChatMessage
 from tests.live_server import start_daphne, stop_process
+from tests.polling import aeventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,22 +45,14 @@ def new_key(username: str = "mobile") -> str:
     return api_key_create(owner=user, name="phone", scopes="chat")[1]
 
 
-@sync_to_async
-def stored_reply(request_id: str) -> tuple[str, str]:
-    message = ChatMessage.objects.get(request_id=request_id, role="assistant")
-    return message.content, message.status
-
-
 async def wait_stored(request_id: str) -> tuple[str, str]:
-    """The stored reply once it is there: the test reads what the server wrote, in its time."""
-    import asyncio
-
-    for _ in range(200):
-        try:
-            return await stored_reply(request_id)
-        except ChatMessage.DoesNotExist:
-            await asyncio.sleep(0.05)
-    return await stored_reply(request_id)
+    """The stored reply (content, status) once it is there: the test reads what the server wrote, in its time."""
+    return await aeventually(
+        lambda: ChatMessage.objects.filter(request_id=request_id, role="assistant")
+        .values_list("content", "status")
+        .first(),
+        f"the reply {request_id} stored",
+    )
 
 
 def ws_url(server) -> str:

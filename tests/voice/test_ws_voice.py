@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 
 import pytest
 
 from metrics.models import RequestMetric
-from metrics.recorder import flush_metrics
+from metrics.recorder import add_metric_observer, flush_metrics, remove_metric_observer
 from tests.chat.wsclient import receive_until, ws_with_key
 from tests.voice.speech_frames import json_frames, receive_spoken_reply
 from voice.wav import wav_info
@@ -19,7 +20,7 @@ REPLY = "Bonjour ! M. Dupont arrive à 14h30 avec 3,5 kilos de pommes. Ensuite, 
 
 
 async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(
-    ollama, voice_settings, module_worker, tts_key
+    ollama, voice_settings, module_worker, tts_key, recorded_metrics
 ):
     words = REPLY.split(" ")
     ollama.behaviour.reply_tokens = [words[0]] + [" " + word for word in words[1:]]
@@ -54,22 +55,36 @@ async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(
     assert speech_end["audio_s"] > 0 and speech_end["real_time_factor"] > 0
     assert 0 < speech_end["time_to_first_audio_ms"] <= speech_end["speech_total_ms"]
     assert "".join(f["content"] for f in json_frames(frames, "token")) == REPLY
-    metric = await metric_of(end["request_id"])
+    metric = await recorded_metrics.row(end["request_id"])
     assert metric.channel == "ws" and metric.status == "ok"
     assert metric.total_ms == pytest.approx(end["total_ms"])  # the text's total, not the speech's
     assert metric.time_to_first_audio_ms == pytest.approx(speech_end["time_to_first_audio_ms"])
     assert metric.speech_total_ms == pytest.approx(speech_end["speech_total_ms"]) and metric.speech_total_ms > 0
 
 
-async def metric_of(request_id: str) -> RequestMetric:
-    """The request's metric row, queued when its speech ended (just after its last frame went out)."""
-    for _ in range(1000):
+class RecordedMetrics:
+    """Metric rows as they are recorded (a metrics.recorder observer, called as a row is queued):
+    a test awaits its request's recording, then writes it with flush_metrics()."""
+
+    def __init__(self) -> None:
+        self.recorded: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def __call__(self, metric: RequestMetric) -> None:
+        self.recorded[metric.request_id].set()
+
+    async def row(self, request_id: str) -> RequestMetric:
+        """The request's metric row, recorded when its speech ended (just after its last frame went out)."""
+        await asyncio.wait_for(self.recorded[request_id].wait(), 30)  # a bound, not an ordering
         await flush_metrics()
-        metric = await RequestMetric.objects.filter(request_id=request_id).afirst()
-        if metric is not None:
-            return metric
-        await asyncio.sleep(0)
-    raise AssertionError(f"no metric row for {request_id}")
+        return await RequestMetric.objects.aget(request_id=request_id)
+
+
+@pytest.fixture
+def recorded_metrics():
+    observer = RecordedMetrics()
+    add_metric_observer(observer)
+    yield observer
+    remove_metric_observer(observer)
 
 
 def tokens(text: str) -> list[str]:

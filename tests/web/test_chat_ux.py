@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
+from tests.polling import aeventually
 from tests.web.chatpage import last_reply, open_chat, send, send_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
@@ -90,18 +91,6 @@ async def test_a_message_that_cannot_go_in_time_is_kept_as_not_sent_with_a_retry
     await expect(last_reply(page).locator(".message-body")).to_have_text("Echo: Are you there?")
 
 
-async def stored(condition, what: str, within_s: float = 10.0):
-    """Wait until `condition()` (run in a thread: the ORM) is true: a write the server does after
-    its last frame (a stopped reply is stored in the background)."""
-    from asgiref.sync import sync_to_async
-
-    check = sync_to_async(condition)
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"never stored: {what}"
-        await asyncio.sleep(0.05)
-
-
 # --- 2. states that survive a reload ----------------------------------------------------------
 async def test_a_stopped_reply_still_says_stopped_after_a_reload(page, logged_in, ollama_behaviour):
     from chat.models import ChatMessage
@@ -116,7 +105,10 @@ async def test_a_stopped_reply_still_says_stopped_after_a_reload(page, logged_in
     await page.get_by_role("button", name="Stop").click()
     await expect(reply.locator(".badge")).to_have_text("Stopped")
     shown = (await reply.locator(".message-body").inner_text()).strip()
-    await stored(lambda: ChatMessage.objects.filter(role="assistant", done_reason="cancelled").exists(), "the stop")
+    # The stopped reply is stored in the background, after its last frame.
+    await aeventually(
+        lambda: ChatMessage.objects.filter(role="assistant", done_reason="cancelled").exists(), "the stop stored"
+    )
 
     await open_chat(page, page.url)
     reloaded = last_reply(page)

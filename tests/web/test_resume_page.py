@@ -8,7 +8,6 @@ with Retry; one the server no longer has, in test_chat_socket.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
@@ -19,6 +18,7 @@ from playwright.async_api import expect
 
 from chat.models import ChatMessage
 from tests.live_server import start_daphne, stop_process
+from tests.polling import aeventually
 from tests.web.chatpage import last_reply, open_chat, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
@@ -60,20 +60,13 @@ async def resume_page(chromium, graceful_asgi, make_user):
     await context.close()
 
 
-@sync_to_async
-def stored_reply() -> tuple[str, str] | None:
-    message = ChatMessage.objects.filter(role="assistant").order_by("-created_at").first()
-    return (message.content, message.status) if message is not None else None
+def newest_reply() -> tuple[str, str] | None:
+    return ChatMessage.objects.filter(role="assistant").order_by("-created_at").values_list("content", "status").first()
 
 
 async def wait_stored() -> tuple[str, str]:
     """The newest stored reply, once the server has written it (it writes a stopped one in the background)."""
-    for _ in range(200):
-        found = await stored_reply()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError("no reply was stored")
+    return await aeventually(newest_reply, "a reply stored")
 
 
 async def test_the_page_resumes_a_reply_cut_by_a_dropped_connection(resume_page, ollama_behaviour):
