@@ -121,8 +121,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="EVA now against an earlier commit, side by side")
     parser.add_argument("--before", required=True, help="the earlier commit (any git revision)")
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
-    parser.add_argument("--path", choices=["ws", "ws-new", "sse"], default="ws",
-                        help="/ws/chat on kept sockets, /ws/chat with a new socket per message, or SSE")
+    parser.add_argument(
+        "--path",
+        choices=["ws", "ws-new", "sse"],
+        default="ws",
+        help="/ws/chat on kept sockets, /ws/chat with a new socket per message, or SSE",
+    )
     parser.add_argument("--sse-path-before", default="/api/v1/chat", help="the earlier commit's SSE URL path")
     parser.add_argument("--sse-path-now", default="/api/v1/chat/stream", help="this checkout's SSE URL path")
     parser.add_argument("--rounds", type=int, default=3)

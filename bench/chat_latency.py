@@ -120,13 +120,23 @@ def prepare_database(env: dict[str, str]) -> str:
         conn.execute(f'CREATE DATABASE "{DB_NAME}"')
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
-        [PYTHON, "-c", "import django; django.setup(); from django.contrib.auth.models import User; "
-         "User.objects.create_user('bench')"],
-        cwd=ROOT, env=env, check=True,
+        [
+            PYTHON,
+            "-c",
+            "import django; django.setup(); from django.contrib.auth.models import User; "
+            "User.objects.create_user('bench')",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
     )
     out = subprocess.run(
         [PYTHON, "manage.py", "apikey", "create", "--user", "bench", "--name", "bench", "--scopes", "chat"],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip()
 
@@ -236,6 +246,7 @@ async def measure(
     connector = aiohttp.TCPConnector(limit=concurrency + 10)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as client:
         if kind == "direct":
+
             async def loop(i: int) -> None:
                 await staggered()
                 for turn in range(requests):
@@ -243,6 +254,7 @@ async def measure(
                         run.samples.append(await direct_once(client, ollama_url, f"c{i} r{turn}"))
                     except Exception:
                         run.errors += 1
+
             await asyncio.gather(*(loop(i) for i in range(concurrency)))
         elif kind == "ws-new":
             ws_url = eva_url.replace("http://", "ws://") + "/ws/chat"
@@ -300,9 +312,22 @@ def start_standin(tokens: int = TOKENS) -> tuple[subprocess.Popen, str]:
     """The Ollama-protocol stand-in in its own process: first token after 50 ms, then one every 10 ms."""
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "tests.standins.ollama_server", "--port", str(port), "--first-token-ms", "50",
-         "--token-interval-ms", "10", "--tokens", str(tokens)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            PYTHON,
+            "-m",
+            "tests.standins.ollama_server",
+            "--port",
+            str(port),
+            "--first-token-ms",
+            "50",
+            "--token-interval-ms",
+            "10",
+            "--tokens",
+            str(tokens),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url)
@@ -317,9 +342,27 @@ def start_server(
     else:
         # websockets' sans-I/O implementation, and no per-message deflate: token frames are a few
         # dozen bytes, and daphne does not compress either (same work on both sides).
-        cmd = [PYTHON, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-               "--lifespan", "off", "--loop", "uvloop", "--http", "httptools", "--ws", UVICORN_WS,
-               "--ws-per-message-deflate", "false", app]
+        cmd = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--lifespan",
+            "off",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--ws",
+            UVICORN_WS,
+            "--ws-per-message-deflate",
+            "false",
+            app,
+        ]
     process = subprocess.Popen(cmd, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/health")
     return process

@@ -95,8 +95,10 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         relay.terminate()
         ollama.terminate()
-    print("\n| path | concurrent streams | requests | errors | relay TTFT p50 / p99 ms | direct TTFT p50 / p99 ms "
-          "| added TTFT p50 / p99 ms | added per token p50 ms |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| path | concurrent streams | requests | errors | relay TTFT p50 / p99 ms | direct TTFT p50 / p99 ms "
+        "| added TTFT p50 / p99 ms | added per token p50 ms |\n|---|---|---|---|---|---|---|---|"
+    )
     print("\n".join(lines))
 
 

@@ -92,22 +92,36 @@ def main() -> None:
     user = get_user_model().objects.create_user("bench")
     session = ChatSession.objects.create(owner=user, session_id="bench", title="bench")
     ChatMessage.objects.bulk_create(
-        ChatMessage(session=session, role="user" if i % 2 == 0 else "assistant", content=f"m{i}",
-                    request_id=f"r{i // 2}")
+        ChatMessage(
+            session=session, role="user" if i % 2 == 0 else "assistant", content=f"m{i}", request_id=f"r{i // 2}"
+        )
         for i in range(args.messages)
     )
     for other in range(args.others):
         elsewhere = ChatSession.objects.create(owner=user, session_id=f"other{other}", title="o")
         ChatMessage.objects.bulk_create(
-            ChatMessage(session=elsewhere, role="user" if i % 2 == 0 else "assistant", content=f"o{i}",
-                        request_id=f"o{other}-{i // 2}")
+            ChatMessage(
+                session=elsewhere,
+                role="user" if i % 2 == 0 else "assistant",
+                content=f"o{i}",
+                request_id=f"o{other}-{i // 2}",
+            )
             for i in range(40)
         )
     asked = f"r{args.messages // 2 - 1}"  # the newest exchange's user message
     params = {
-        "session_pk": session.pk, "content": "a reply of a few words", "status": "complete", "backend": "ollama",
-        "model": "phi3:mini", "request_id": asked, "asked": asked, "ttft_ms": 12.5, "total_ms": 80.0,
-        "at": timezone.now(), "title": "t", "done_reason": "stop",
+        "session_pk": session.pk,
+        "content": "a reply of a few words",
+        "status": "complete",
+        "backend": "ollama",
+        "model": "phi3:mini",
+        "request_id": asked,
+        "asked": asked,
+        "ttft_ms": 12.5,
+        "total_ms": 80.0,
+        "at": timezone.now(),
+        "title": "t",
+        "done_reason": "stop",
     }
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}", autocommit=True) as conn:
         conn.execute("ANALYZE")
@@ -154,19 +168,20 @@ def main() -> None:
                 if variant == "without index":
                     conn.execute(index_sql)
             conn.execute("DELETE FROM chat_chatmessage WHERE content IN ('a question', 'a reply of a few words')")
-        plan = conn.execute(
-            "EXPLAIN " + SUBQUERY, {"session_pk": session.pk, "asked": asked}
-        ).fetchall()
+        plan = conn.execute("EXPLAIN " + SUBQUERY, {"session_pk": session.pk, "asked": asked}).fetchall()
     before, after = (statistics.median(per_statement[k]) for k in ("before", "after"))
-    print(f"messages in the conversation: {args.messages}, statements per round: {args.statements}, "
-          f"rounds: {args.rounds}")
+    print(
+        f"messages in the conversation: {args.messages}, statements per round: {args.statements}, rounds: {args.rounds}"
+    )
     for name, median in (("before #19", before), ("after #19", after)):
         rounds = ", ".join(f"{v:.3f}" for v in per_statement[name.split()[0]])
         print(f"{name}: median {median:.3f} ms per statement  ({rounds})")
     print(f"ratio after/before: {after / before:.3f}")
     with_index, without = (statistics.median(turn[k]) for k in ("with index", "without index"))
-    print(f"a turn's two writes (new statement): with the index {with_index:.3f} ms, without {without:.3f} ms,"
-          f" ratio {with_index / without:.3f}")
+    print(
+        f"a turn's two writes (new statement): with the index {with_index:.3f} ms, without {without:.3f} ms,"
+        f" ratio {with_index / without:.3f}"
+    )
     print("the subquery's plan:\n  " + "\n  ".join(row[0] for row in plan))
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")

@@ -129,8 +129,11 @@ def measure_ws_chat(*, model: Path, rate: float, runs: int) -> dict:
         env = django_env(scratch=scratch, model=model, rate=rate, ollama_url=ollama.url)
         os.environ.update(env)
         worker = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", "voice-tts"], cwd=ROOT, env={**os.environ, **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [sys.executable, "manage.py", "runworker", "voice-tts"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             import django

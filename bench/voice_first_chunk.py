@@ -2,14 +2,18 @@
 
 Loads an MMS-sized voice folder (e.g. one saved by voice.engine.build_tiny_voice(mms_sized=True))
 and alternates, per round and first clause: `VitsModel.forward` over the whole piece (what the
-engine did before #14; weight norm folded in both), the first chunk of `TTSEngine.stream`, and
-the part of it before the decoder (`_latents`). Prints each round and the medians.
-Run: .venv/bin/python bench/voice_first_chunk.py DIR [--threads 2] [--rounds 8]
+engine did before #14; weight norm folded in both), the first chunk of `TTSEngine.stream` as the
+CPU makes it now (the streaming decoder, the flow over only what the chunk needs), the first chunk
+decoded as an overlapping window (`stream_windows=True`: CUDA's way, and the CPU's before the
+streaming decoder), and the part before the flow (`_prior_latents`: text encoder, duration
+predictor, alignment). Prints each round and the medians.
+Run: .venv/bin/python bench/voice_first_chunk.py DIR [--threads 2] [--rounds 8] [--first-frames 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -31,6 +35,7 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--first-frames", type=int, default=12, help="the first chunk's spectrogram frames")
     args = parser.parse_args()
     import torch
 
@@ -43,25 +48,36 @@ def main() -> None:
             default_voice="fra",
             cpu_threads=args.threads,
             cache_entries=0,
+            chunk_first_frames=args.first_frames,
         )
     )
+    streaming = engine.config
+    windows = dataclasses.replace(streaming, stream_windows=True)
     loaded = engine._voices["fra"]
-    rows: dict[str, list[float]] = {"whole_ms": [], "first_chunk_ms": [], "before_decoder_ms": [], "audio_s": []}
+    rows: dict[str, list[float]] = {
+        "whole_ms": [],
+        "first_chunk_ms": [],
+        "first_chunk_windows_ms": [],
+        "before_flow_ms": [],
+        "audio_s": [],
+    }
     for number in range(args.rounds):
         text = engine.speakable_text(text=PIECES[number % len(PIECES)])
         started = time.perf_counter()
         pcm = engine._run_model(loaded, text)
         rows["whole_ms"].append((time.perf_counter() - started) * 1000)
         rows["audio_s"].append(len(pcm) / 2 / loaded.sample_rate)
-        started = time.perf_counter()
-        chunks = engine.stream(text=text)
-        next(chunks)
-        rows["first_chunk_ms"].append((time.perf_counter() - started) * 1000)
-        chunks.close()
+        for key, config in (("first_chunk_ms", streaming), ("first_chunk_windows_ms", windows)):
+            engine.config = config
+            started = time.perf_counter()
+            chunks = engine.stream(text=text)
+            next(chunks)
+            rows[key].append((time.perf_counter() - started) * 1000)
+            chunks.close()
         with torch.inference_mode():
             started = time.perf_counter()
-            engine._latents(loaded, text)
-            rows["before_decoder_ms"].append((time.perf_counter() - started) * 1000)
+            engine._prior_latents(loaded, text)
+            rows["before_flow_ms"].append((time.perf_counter() - started) * 1000)
         print(json.dumps({key: round(values[-1], 1) for key, values in rows.items()}), flush=True)
     print(json.dumps({key: round(statistics.median(values), 1) for key, values in rows.items()}))
 

@@ -15,8 +15,10 @@ spoken at a rate calibrated to 15 characters a second. Per reply:
 - the real-time factor (wall time of synthesis / seconds of audio) and the TTS child's RSS.
 
 "before" is the tree of main at 96dc0a1 (extracted with `git archive`, nothing checked out),
-"after" this tree; rounds alternate before/after on the same machine, each in a fresh process.
-Run: .venv/bin/python bench/voice_latency.py [--replies 20] [--rounds 2] [--before DIR]
+"after" this tree; `--variant NAME:KEY=VALUE,...` adds this tree with settings changed (e.g.
+`first8:TTS_CHUNK_FIRST_FRAMES=8`); rounds alternate the variants on the same machine, each in a
+fresh process.
+Run: .venv/bin/python bench/voice_latency.py [--replies 20] [--rounds 2] [--before DIR] [--variant ...]
 """
 
 from __future__ import annotations
@@ -199,9 +201,7 @@ def calibrate(model: Path) -> float:
     from voice.synthesis import EngineConfig, VoiceSpec
 
     engine = TTSEngine.load(
-        EngineConfig(
-            voices=(VoiceSpec("fra", str(model), "fr"),), default_voice="fra", cache_entries=0, warmup=False
-        )
+        EngineConfig(voices=(VoiceSpec("fra", str(model), "fr"),), default_voice="fra", cache_entries=0, warmup=False)
     )
     text = SENTENCES[1][0]
     return engine.synthesize(text=text).duration_s / len(text) * NATURAL_CHARS_PER_S
@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--before", type=Path, default=None, help="the tree of main at 96dc0a1")
     parser.add_argument("--model", type=Path, default=None, help="an MMS-sized voice folder (else built)")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME:KEY=VALUE[,KEY=VALUE]: this tree with these settings"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -253,13 +256,16 @@ def main() -> None:
         model = build_tiny_voice(scratch / "mms-sized", mms_sized=True)
     rate = calibrate(model)
     print(f"speaking rate {rate:.3f} (15 chars/s)", flush=True)
-    trees = {"after": HERE}
+    trees: dict[str, tuple[Path, dict[str, str]]] = {"after": (HERE, {})}
     if args.before is not None:
-        trees = {"before": args.before, "after": HERE}
+        trees = {"before": (args.before, {}), "after": (HERE, {})}
+    for variant in args.variant:
+        name, _, pairs = variant.partition(":")
+        trees[name] = (HERE, dict(pair.split("=", 1) for pair in pairs.split(",") if pair))
     per_round = max(1, args.replies // args.rounds)
     results: dict[str, list[dict]] = {name: [] for name in trees}
     for number in range(args.rounds):
-        for name, tree in trees.items():
+        for name, (tree, extra) in trees.items():
             output = subprocess.run(
                 [
                     sys.executable,
@@ -271,7 +277,7 @@ def main() -> None:
                     str(number * per_round),
                 ],
                 cwd=tree,
-                env=env_for(model, rate, scratch),
+                env={**env_for(model, rate, scratch), **extra},
                 capture_output=True,
                 text=True,
                 check=False,

@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-bytes", type=int, default=16 * 1024 * 1024, help="0: phrase cache off")
+    parser.add_argument("--windows", action="store_true", help="decode overlapping windows (CUDA's way) on the CPU")
     args = parser.parse_args()
     from voice.engine import TTSEngine
     from voice.synthesis import EngineConfig, VoiceSpec
@@ -63,6 +64,7 @@ def main() -> None:
             default_voice="fra",
             cpu_threads=args.threads,
             cache_max_bytes=args.cache_bytes,
+            stream_windows=True if args.windows else None,
         )
     )
     for n in range(20):  # warm-up: shapes, allocator pools

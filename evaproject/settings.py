@@ -379,10 +379,18 @@ TTS_START_TIMEOUT_S = envfloat("TTS_START_TIMEOUT_S", 120.0, minimum=1.0)
 TTS_CACHE_ENTRIES = envint("TTS_CACHE_ENTRIES", 256, minimum=0)
 TTS_CACHE_MAX_BYTES = envint("TTS_CACHE_MAX_BYTES", 16 * 1024 * 1024, minimum=0)  # the phrase cache's audio, in all
 TTS_WARMUP = envbool("TTS_WARMUP", True)
+# The TTS process's glibc mmap threshold in bytes (0: glibc's adaptive default, under which the
+# worker's memory grew with every synthesis): voice/engine.py, bench/RESULTS.md (#14, memory).
+TTS_MALLOC_MMAP_THRESHOLD = envint("TTS_MALLOC_MMAP_THRESHOLD", 128 * 1024, minimum=0)
 TTS_WORKER_HANG_EXIT_S = envfloat("TTS_WORKER_HANG_EXIT_S", 120.0, minimum=0.0)  # 0: never
 TTS_STREAM_FIRST_MIN_CHARS = envint("TTS_STREAM_FIRST_MIN_CHARS", 24, minimum=1)
 TTS_STREAM_MAX_CHARS = envint("TTS_STREAM_MAX_CHARS", 220, minimum=20, maximum=20000)
 TTS_STREAM_MAX_IN_FLIGHT = envint("TTS_STREAM_MAX_IN_FLIGHT", 2, minimum=1, maximum=8)
+# Streamed synthesis: the first audio chunk's spectrogram frames (16 ms of audio each at 16 kHz),
+# each next chunk this many times the one before, up to the largest (voice/synthesis.py).
+TTS_CHUNK_FIRST_FRAMES = envint("TTS_CHUNK_FIRST_FRAMES", 12, minimum=1, maximum=1000)
+TTS_CHUNK_GROWTH = envfloat("TTS_CHUNK_GROWTH", 1.25, minimum=1.0, maximum=4.0)
+TTS_CHUNK_MAX_FRAMES = envint("TTS_CHUNK_MAX_FRAMES", 96, minimum=1, maximum=10000)
 TTS_HUB_OFFLINE = envbool("HF_HUB_OFFLINE", False)
 
 # --- metrics ----------------------------------------------------------------------------

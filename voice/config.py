@@ -27,7 +27,11 @@ def engine_config() -> EngineConfig:
         max_chars=settings.TTS_MAX_CHARS,
         cache_entries=settings.TTS_CACHE_ENTRIES,
         cache_max_bytes=settings.TTS_CACHE_MAX_BYTES,
+        chunk_first_frames=settings.TTS_CHUNK_FIRST_FRAMES,
+        chunk_growth=settings.TTS_CHUNK_GROWTH,
+        chunk_max_frames=settings.TTS_CHUNK_MAX_FRAMES,
         warmup=settings.TTS_WARMUP,
+        malloc_mmap_threshold=settings.TTS_MALLOC_MMAP_THRESHOLD,
         offline=settings.TTS_HUB_OFFLINE,
     )
 

@@ -1,4 +1,5 @@
-"""Meta's MMS text-to-speech through transformers' VitsModel: with voice/streaming_decoder.py, the only modules importing torch.
+"""Meta's MMS text-to-speech through transformers' VitsModel (torch is imported here and in
+voice/streaming_decoder.py only).
 
 Runs inside a TTS worker (``manage.py runworker voice-tts``) or the web process's embedded
 child, never in the web process itself. One `TTSEngine` holds every configured voice, loaded
@@ -7,6 +8,7 @@ once; `synthesize` is synchronous and meant to be called from one thread at a ti
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import socket
@@ -96,6 +98,30 @@ def _tune_for_cuda(model: Any) -> None:
         part.forward = _without_cudnn(part.forward)
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def fix_mmap_threshold(threshold: int) -> bool:
+    """Make every block above `threshold` bytes its own mapping, unmapped when freed (glibc only).
+
+    glibc's threshold is adaptive: each freed mapped block raises it to that block's size (up to
+    32 MiB), and from then on blocks below it come from the heap. Synthesis allocates tensors of
+    new sizes for every text and chunk, so the heap fragmented and the TTS process grew from 0.6
+    to over 2 GB; a fixed threshold keeps it flat at a small cost in page faults (bench/RESULTS.md,
+    #14 memory). Returns whether it was set; elsewhere than glibc nothing is done.
+    """
+    if threshold <= 0:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc
+    if mallopt(M_MMAP_THRESHOLD, threshold) != 1:
+        logger.warning("could not set the mmap threshold to %d bytes", threshold)
+        return False
+    return True
+
+
 def _hub_reachable() -> bool:
     """A quick TCP probe, so that a machine without network fails in seconds, not after retries."""
     from huggingface_hub import constants
@@ -171,6 +197,7 @@ class TTSEngine:
     def load(cls, config: EngineConfig) -> TTSEngine:
         """Load every voice on the configured device, then synthesise once per voice (warm-up)."""
         started = time.perf_counter()
+        fix_mmap_threshold(config.malloc_mmap_threshold)
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # worker logs, not a terminal
         if config.cpu_threads > 0:
             torch.set_num_threads(config.cpu_threads)
@@ -308,14 +335,14 @@ class TTSEngine:
         started = time.perf_counter()
         parts: list[bytes] = []
         with torch.inference_mode():
-            latents = self._latents(loaded, folded)
+            prior = self._prior_latents(loaded, folded)
             pieces = self._decode_windows if self._windows() else self._decode_streaming
-            for index, (part, last) in enumerate(pieces(loaded, latents)):
+            for index, (part, last) in enumerate(pieces(loaded, prior)):
                 parts.append(part)
                 now = time.perf_counter()
                 yield AudioChunk(part, rate, index, last, name, label, (now - started) * 1000)
                 started = time.perf_counter()  # the consumer's time between chunks is not ours
-        del latents
+        del prior
         self._remember(name, folded, b"".join(parts))
 
     def _windows(self) -> bool:
@@ -324,19 +351,29 @@ class TTSEngine:
             return self.device == "cuda"
         return self.config.stream_windows
 
-    def _decode_windows(self, loaded: _LoadedVoice, latents: Any) -> Iterator[tuple[bytes, bool]]:
+    def _decode_windows(self, loaded: _LoadedVoice, prior: Any) -> Iterator[tuple[bytes, bool]]:
+        latents = self._flow(loaded, prior, 0, int(prior.shape[-1]))
         plan = chunk_plan(int(latents.shape[-1]), self.config)
         for index, (start, end) in enumerate(plan):
             yield self._decode_window(loaded, latents, start, end), index == len(plan) - 1
 
-    def _decode_streaming(self, loaded: _LoadedVoice, latents: Any) -> Iterator[tuple[bytes, bool]]:
-        """Push the latent to a streaming decoder up to each chunk's end plus the decoder's reach."""
-        frames = int(latents.shape[-1])
+    def _decode_streaming(self, loaded: _LoadedVoice, prior: Any) -> Iterator[tuple[bytes, bool]]:
+        """Push the latent to a streaming decoder up to each chunk's end plus the decoder's reach.
+
+        The flow runs first over just what the first chunk needs, then once over the rest."""
+        frames = int(prior.shape[-1])
         decoder = StreamingHifiGan(loaded.model.decoder, frames)
         pushed = 0
+        rest: Any = None
         for _, end in chunk_plan(frames, self.config):
             upto = min(end + decoder.lag_frames, frames)
-            samples = decoder.push(latents[..., pushed:upto])
+            if pushed == 0 and upto < frames:
+                latents = self._flow(loaded, prior, 0, upto)
+            else:
+                if rest is None:
+                    rest, rest_from = self._flow(loaded, prior, pushed, frames), pushed
+                latents = rest[..., pushed - rest_from : upto - rest_from]
+            samples = decoder.push(latents)
             pushed = upto
             yield _pcm16(samples), pushed == frames
             if pushed == frames:
@@ -386,7 +423,12 @@ class TTSEngine:
         return _pcm16(output.waveform[0, :length])
 
     def _latents(self, loaded: _LoadedVoice, text: str) -> Any:
-        """What VitsModel.forward computes before its decoder, for one unpadded text.
+        """What VitsModel.forward computes before its decoder, for one unpadded text."""
+        prior = self._prior_latents(loaded, text)
+        return self._flow(loaded, prior, 0, int(prior.shape[-1]))
+
+    def _prior_latents(self, loaded: _LoadedVoice, text: str) -> Any:
+        """What VitsModel.forward computes before its flow, for one unpadded text.
 
         Coupled to transformers' VitsModel (pinned in requirements.txt): the same public
         submodules (text_encoder, duration_predictor, flow) called in the same order with the
@@ -417,8 +459,21 @@ class TTSEngine:
         prior_means = encoded.prior_means[:, positions].transpose(1, 2)
         prior_log_variances = encoded.prior_log_variances[:, positions].transpose(1, 2)
         prior_latents = prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
-        output_mask = torch.ones(1, 1, prior_latents.shape[-1], dtype=mask_dtype, device=prior_latents.device)
-        return model.flow(prior_latents, output_mask, None, reverse=True)
+        return prior_latents
+
+    def _flow(self, loaded: _LoadedVoice, prior: Any, start: int, end: int) -> Any:
+        """Frames [start, end) of the flow's output (reversed, as forward runs it) over `prior`.
+
+        Each coupling layer is a stack of dilated convolutions plus pointwise work, so an output
+        frame depends on the prior within `_flow_reach` frames of it: the flow runs over
+        [start, end) widened by that much (clamped to the latent, where forward pads with zeros
+        too) and is cut back, the same values as over the whole latent."""
+        model = loaded.model
+        reach = _flow_reach(model.config)
+        low, high = max(start - reach, 0), min(end + reach, int(prior.shape[-1]))
+        window = prior[..., low:high]
+        output_mask = torch.ones(1, 1, window.shape[-1], dtype=window.dtype, device=window.device)
+        return model.flow(window, output_mask, None, reverse=True)[..., start - low : end - low]
 
     def _decode_window(self, loaded: _LoadedVoice, latents: Any, start: int, end: int) -> bytes:
         """Frames [start, end) of the waveform, decoded with `chunk_overlap_frames` of context each side."""
@@ -427,6 +482,13 @@ class TTSEngine:
         waveform = loaded.model.decoder(latents[..., low:high], None)[0, 0]
         hop = loaded.hop
         return _pcm16(waveform[(start - low) * hop : (end - low) * hop])
+
+
+def _flow_reach(config: Any) -> int:
+    """How many frames either side the prior flow's output depends on (its WaveNets' reach)."""
+    per_layer = (config.wavenet_kernel_size - 1) // 2
+    wavenet = sum(per_layer * config.wavenet_dilation_rate**i for i in range(config.prior_encoder_num_wavenet_layers))
+    return int(config.prior_encoder_num_flows * wavenet)
 
 
 def _pcm16(waveform: Any) -> bytes:
@@ -497,4 +559,4 @@ def build_tiny_voice(
     return folder
 
 
-__all__ = ["ModelNotAvailable", "TTSEngine", "build_tiny_voice", "resolve_device"]
+__all__ = ["ModelNotAvailable", "TTSEngine", "build_tiny_voice", "fix_mmap_threshold", "resolve_device"]

@@ -48,10 +48,13 @@ class EngineConfig:
     # `chunk_overlap_frames` on either side (more than the decoder's receptive field), cut off again.
     stream_windows: bool | None = None  # None: windows on CUDA, the streaming decoder elsewhere
     chunk_first_frames: int = 12
-    chunk_growth: int = 2
+    chunk_growth: float = 1.25  # on the CPU a chunk's decoding must not outlast the one before it playing
     chunk_max_frames: int = 96
     chunk_overlap_frames: int = 16
     warmup: bool = True
+    # glibc's mmap threshold in the engine's process (bytes; 0: glibc's own, which rises with every
+    # large block freed, so that synthesis's ever-new tensor sizes fragment the heap): TTSEngine.load.
+    malloc_mmap_threshold: int = 128 * 1024
     offline: bool = False  # never reach the hub (HF_HUB_OFFLINE)
 
     def voice(self, name: str | None) -> VoiceSpec:
@@ -124,13 +127,14 @@ class AudioChunk:
 def chunk_plan(frames: int, config: EngineConfig) -> list[tuple[int, int]]:
     """(start, end) spectrogram frames of each decoder chunk of a `frames`-long latent."""
     plan: list[tuple[int, int]] = []
-    size = max(config.chunk_first_frames, 1)
+    size = float(max(config.chunk_first_frames, 1))
+    largest = max(config.chunk_max_frames, config.chunk_first_frames)
     start = 0
     while start < frames:
-        end = min(start + size, frames)
-        if frames - end < size // 2:  # no tiny tail chunk: the last one takes it
+        end = min(start + round(size), frames)
+        if frames - end < round(size) // 2:  # no tiny tail chunk: the last one takes it
             end = frames
         plan.append((start, end))
         start = end
-        size = min(size * max(config.chunk_growth, 1), max(config.chunk_max_frames, config.chunk_first_frames))
+        size = min(size * max(config.chunk_growth, 1.0), largest)
     return plan

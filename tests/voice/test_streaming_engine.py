@@ -111,6 +111,20 @@ def test_the_streaming_decoder_gives_forwards_waveform_however_the_latent_is_pus
         decoder.push(latents[..., :1])  # nothing is left to push
 
 
+def test_the_flow_over_a_window_is_the_flow_over_the_whole_latent(tiny_voice):
+    """The first chunk runs the flow over only what it needs: the same frames as over the whole."""
+    engine = engine_for(tiny_voice)
+    loaded = engine._voices["fra"]
+    with torch.inference_mode():
+        prior = engine._prior_latents(loaded, engine.speakable_text(text=TEXTS[1]))
+        frames = int(prior.shape[-1])
+        whole = engine._flow(loaded, prior, 0, frames)
+        for start, end in ((0, 5), (3, 11), (frames - 7, frames), (frames // 2, frames // 2 + 1)):
+            window = engine._flow(loaded, prior, start, end)
+            assert window.shape[-1] == end - start
+            assert float((window - whole[..., start:end]).abs().max()) < 1e-5
+
+
 def test_the_streaming_decoders_reach_is_exact(tiny_voice):
     """Pushing a chunk's frames plus `lag_frames` gives all of its samples, one frame fewer does not."""
     engine = engine_for(tiny_voice)
@@ -140,13 +154,21 @@ def test_streamed_chunks_join_into_the_whole_piece_waveform_on_an_mms_sized_voic
 
 
 def test_the_chunk_plan_covers_every_frame_once_and_starts_small():
-    config = EngineConfig(voices=(), default_voice="fra", chunk_first_frames=12, chunk_max_frames=96)
-    for frames in (1, 5, 12, 13, 17, 100, 1000):
-        plan = chunk_plan(frames, config)
-        assert plan[0][0] == 0 and plan[-1][1] == frames
-        assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
-        assert all(end - start <= 96 + 48 for start, end in plan)
+    for growth in (1.0, 1.25, 2.0):
+        config = EngineConfig(
+            voices=(), default_voice="fra", chunk_first_frames=12, chunk_growth=growth, chunk_max_frames=96
+        )
+        for frames in (1, 5, 12, 13, 17, 100, 1000):
+            plan = chunk_plan(frames, config)
+            assert plan[0][0] == 0 and plan[-1][1] == frames
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
+            assert all(end - start <= 96 + 48 for start, end in plan)
+            sizes = [end - start for start, end in plan[:-1]]
+            assert sizes == sorted(sizes)  # never shrinking before the tail
+    config = EngineConfig(voices=(), default_voice="fra", chunk_first_frames=12, chunk_growth=2, chunk_max_frames=96)
     assert chunk_plan(1000, config)[:4] == [(0, 12), (12, 36), (36, 84), (84, 180)]
+    config = EngineConfig(voices=(), default_voice="fra")  # the defaults: 12, then 1.25 times larger each
+    assert [end - start for start, end in chunk_plan(1000, config)[:6]] == [12, 15, 19, 23, 29, 37]
 
 
 def test_a_cached_phrase_streams_as_one_chunk_and_the_cache_is_bounded_in_bytes(tiny_voice):
