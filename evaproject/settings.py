@@ -379,9 +379,9 @@ TTS_START_TIMEOUT_S = envfloat("TTS_START_TIMEOUT_S", 120.0, minimum=1.0)
 TTS_CACHE_ENTRIES = envint("TTS_CACHE_ENTRIES", 256, minimum=0)
 TTS_CACHE_MAX_BYTES = envint("TTS_CACHE_MAX_BYTES", 16 * 1024 * 1024, minimum=0)  # the phrase cache's audio, in all
 TTS_WARMUP = envbool("TTS_WARMUP", True)
-# The TTS process's glibc mmap threshold in bytes (0: glibc's adaptive default, under which the
-# worker's memory grew with every synthesis): voice/engine.py, bench/RESULTS.md (#14, memory).
-TTS_MALLOC_MMAP_THRESHOLD = envint("TTS_MALLOC_MMAP_THRESHOLD", 128 * 1024, minimum=0)
+# A fixed glibc mmap threshold for TTS processes, in bytes (0: glibc's adaptive one): memory
+# against speed, voice/engine.py fix_mmap_threshold and bench/RESULTS.md (#14, memory).
+TTS_MALLOC_MMAP_THRESHOLD = envint("TTS_MALLOC_MMAP_THRESHOLD", 0, minimum=0)
 TTS_WORKER_HANG_EXIT_S = envfloat("TTS_WORKER_HANG_EXIT_S", 120.0, minimum=0.0)  # 0: never
 TTS_STREAM_FIRST_MIN_CHARS = envint("TTS_STREAM_FIRST_MIN_CHARS", 24, minimum=1)
 TTS_STREAM_MAX_CHARS = envint("TTS_STREAM_MAX_CHARS", 220, minimum=20, maximum=20000)

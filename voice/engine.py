@@ -106,9 +106,11 @@ def fix_mmap_threshold(threshold: int) -> bool:
 
     glibc's threshold is adaptive: each freed mapped block raises it to that block's size (up to
     32 MiB), and from then on blocks below it come from the heap. Synthesis allocates tensors of
-    new sizes for every text and chunk, so the heap fragmented and the TTS process grew from 0.6
-    to over 2 GB; a fixed threshold keeps it flat at a small cost in page faults (bench/RESULTS.md,
-    #14 memory). Returns whether it was set; elsewhere than glibc nothing is done.
+    new sizes for every text and chunk, so the heap fragments and the TTS process settles at
+    1.4 to 1.7 GB with an MMS voice instead of 0.64 GB. A fixed 128 KiB threshold keeps it at
+    0.64 GB, but every large tensor is then a fresh mapping whose pages fault in, and synthesis
+    took twice as long (bench/RESULTS.md, #14 memory): so it is a setting, off by default.
+    Returns whether it was set; elsewhere than glibc nothing is done.
     """
     if threshold <= 0:
         return False

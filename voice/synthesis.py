@@ -52,9 +52,9 @@ class EngineConfig:
     chunk_max_frames: int = 96
     chunk_overlap_frames: int = 16
     warmup: bool = True
-    # glibc's mmap threshold in the engine's process (bytes; 0: glibc's own, which rises with every
-    # large block freed, so that synthesis's ever-new tensor sizes fragment the heap): TTSEngine.load.
-    malloc_mmap_threshold: int = 128 * 1024
+    # A fixed glibc mmap threshold for the engine's process, in bytes (0: glibc's adaptive one). Fixed
+    # at 128 KiB the worker's memory stays flat but synthesis is twice as slow (bench/RESULTS.md, #14).
+    malloc_mmap_threshold: int = 0
     offline: bool = False  # never reach the hub (HF_HUB_OFFLINE)
 
     def voice(self, name: str | None) -> VoiceSpec:

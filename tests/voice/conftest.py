@@ -8,16 +8,21 @@ voice-tts` processes on the real Redis channel layer (CHANNEL_LAYER_PREFIX keeps
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from metrics.models import RequestMetric
+from metrics.recorder import add_metric_observer, flush_metrics, remove_metric_observer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +160,28 @@ def local_transport(voice_settings):
     voice_settings.TTS_START_TIMEOUT_S = 60.0
     yield voice_settings
     stop_local_worker()
+
+
+class RecordedMetrics:
+    """Metric rows as they are recorded (a metrics.recorder observer, called as a row is queued):
+    a test awaits its request's recording, then writes it with flush_metrics()."""
+
+    def __init__(self) -> None:
+        self.recorded: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    def __call__(self, metric: RequestMetric) -> None:
+        self.recorded[metric.request_id].set()
+
+    async def row(self, request_id: str) -> RequestMetric:
+        """The request's metric row, recorded when its speech ended (just after its last frame went out)."""
+        await asyncio.wait_for(self.recorded[request_id].wait(), 30)  # a bound, not an ordering
+        await flush_metrics()
+        return await RequestMetric.objects.aget(request_id=request_id)
+
+
+@pytest.fixture
+def recorded_metrics():
+    observer = RecordedMetrics()
+    add_metric_observer(observer)
+    yield observer
+    remove_metric_observer(observer)

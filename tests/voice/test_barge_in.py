@@ -14,7 +14,7 @@ import pytest
 
 from tests.chat.wsclient import receive_until, ws_with_key
 from tests.voice.speech_frames import json_frames, receive_spoken_reply
-from tests.voice.test_ws_voice import metric_of, tokens
+from tests.voice.test_ws_voice import tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +62,7 @@ async def test_a_new_message_during_speech_stops_it_and_empties_the_workers_queu
     assert sum("synthesising" in line for line in worker.lines) == 6, "\n".join(worker.lines[-20:])
 
 
-async def test_cancel_during_speech_stops_it_at_once(ollama, voice_settings, start_worker, tts_key):
+async def test_cancel_during_speech_stops_it_at_once(ollama, voice_settings, start_worker, tts_key, recorded_metrics):
     voice_settings.TTS_PICKUP_TIMEOUT_S = 60.0
     worker = start_worker()
     worker.signal(signal.SIGSTOP)
@@ -92,5 +92,5 @@ async def test_cancel_during_speech_stops_it_at_once(ollama, voice_settings, sta
     await wait_for_lines(worker, "streamed", 1)
     assert any("dropped" in line for line in worker.lines), "\n".join(worker.lines[-20:])
     assert sum("synthesising" in line for line in worker.lines) == 1, "\n".join(worker.lines[-20:])
-    metric = await metric_of(text[-1]["request_id"])
+    metric = await recorded_metrics.row(text[-1]["request_id"])
     assert metric.status == "ok" and metric.time_to_first_audio_ms is None  # the text was whole; nothing spoken

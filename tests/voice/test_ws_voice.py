@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections import defaultdict
 
 import pytest
 
-from metrics.models import RequestMetric
-from metrics.recorder import add_metric_observer, flush_metrics, remove_metric_observer
 from tests.chat.wsclient import receive_until, ws_with_key
 from tests.voice.speech_frames import json_frames, receive_spoken_reply
 from voice.wav import wav_info
@@ -60,31 +56,6 @@ async def test_a_voice_reply_streams_tokens_and_each_sentence_audio_in_order(
     assert metric.total_ms == pytest.approx(end["total_ms"])  # the text's total, not the speech's
     assert metric.time_to_first_audio_ms == pytest.approx(speech_end["time_to_first_audio_ms"])
     assert metric.speech_total_ms == pytest.approx(speech_end["speech_total_ms"]) and metric.speech_total_ms > 0
-
-
-class RecordedMetrics:
-    """Metric rows as they are recorded (a metrics.recorder observer, called as a row is queued):
-    a test awaits its request's recording, then writes it with flush_metrics()."""
-
-    def __init__(self) -> None:
-        self.recorded: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
-
-    def __call__(self, metric: RequestMetric) -> None:
-        self.recorded[metric.request_id].set()
-
-    async def row(self, request_id: str) -> RequestMetric:
-        """The request's metric row, recorded when its speech ended (just after its last frame went out)."""
-        await asyncio.wait_for(self.recorded[request_id].wait(), 30)  # a bound, not an ordering
-        await flush_metrics()
-        return await RequestMetric.objects.aget(request_id=request_id)
-
-
-@pytest.fixture
-def recorded_metrics():
-    observer = RecordedMetrics()
-    add_metric_observer(observer)
-    yield observer
-    remove_metric_observer(observer)
 
 
 def tokens(text: str) -> list[str]:
