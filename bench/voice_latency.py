@@ -311,6 +311,7 @@ def main() -> None:
                 }
         summary[name]["replies"] = len(rows)
         summary[name]["rss_series_mb"] = [round(row["rss_mb"], 1) for row in rows if row.get("rss_mb")]
+        summary[name]["silence_series_ms"] = [round(row.get("silence_ms", 0.0)) for row in rows]  # in reply order
     print(json.dumps(summary, indent=1))
 
 
