@@ -120,11 +120,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """The process is stopping (chat.drain): a reply in flight may finish until `deadline`,
         then is stopped and kept as partial; the client gets `server_restarting` and 1012."""
         task, generation = self.task, self.generation
-        if task is not None and not task.done():
-            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
-            if not done and generation is not None:
-                generation.stop_code = drain.RESTARTING_CODE
-                await self._stop_task()
+        if task is not None and not await drain.let_finish(task, deadline) and generation is not None:
+            generation.stop_code = drain.RESTARTING_CODE
+            await self._stop_task()  # its speech too
         await self.end_restarting(generation if task is not None and task.cancelled() else None)
 
     async def end_restarting(self, stopped: ChatGeneration | None = None) -> None:

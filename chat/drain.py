@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
-from chat.generation import drain_background_writes
+from chat.generation import ChatGeneration, drain_background_writes
 from metrics.recorder import flush_metrics
 
 logger = logging.getLogger("chat.drain")
@@ -34,6 +34,27 @@ class Drainable(Protocol):
 
     async def drain(self, deadline: float) -> None:
         """Let a reply in flight finish until `deadline` (the loop's clock), stop it after; tell the client."""
+
+
+async def let_finish(task: asyncio.Task[Any], deadline: float) -> bool:
+    """Wait for a reply's task until `deadline` (the loop's clock); whether it ended by then."""
+    if task.done():
+        return True
+    done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+    return bool(done)
+
+
+async def finish_or_stop(task: asyncio.Task[Any], generation: ChatGeneration | None, deadline: float) -> bool:
+    """A reply may finish until `deadline`; one still running then is stopped with
+    `server_restarting` as its stop code (its own cleanup keeps it as partial and records its
+    metric row). Whether it had to be stopped."""
+    if await let_finish(task, deadline):
+        return False
+    if generation is not None:
+        generation.stop_code = RESTARTING_CODE
+    task.cancel()
+    await asyncio.wait([task])
+    return True
 
 
 _streams: set[Drainable] = set()

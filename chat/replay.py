@@ -531,13 +531,7 @@ class _Detached:
         self.record = record
 
     async def drain(self, deadline: float) -> None:
-        task, loop = self.task, asyncio.get_running_loop()
-        if not task.done():
-            done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - loop.time()))
-            if not done:
-                self.record.generation.stop_code = drain.RESTARTING_CODE
-                task.cancel()
-                await asyncio.wait([task])
+        await drain.finish_or_stop(self.task, self.record.generation, deadline)
         flusher = _flusher()
         while self.record.pending or self.record.in_flight:  # now, not at the next interval: the process stops
             flusher.start()

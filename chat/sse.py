@@ -256,15 +256,8 @@ class ChatStreamConsumer(AsyncHttpConsumer):
         """The process is stopping (chat.drain): the reply may finish until `deadline`; one still
         running then is stopped, kept as partial, and its stream ends with `server_restarting`."""
         task = self.task
-        if task is None or task.done():
+        if task is None or not await drain.finish_or_stop(task, self.generation, deadline):
             return
-        done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
-        if done:
-            return
-        if self.generation is not None:
-            self.generation.stop_code = drain.RESTARTING_CODE
-        task.cancel()
-        await asyncio.wait([task])
         if self.gone:
             return  # its client left during the drain: nobody to tell
         if self.streaming:

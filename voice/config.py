@@ -37,7 +37,7 @@ def engine_config() -> EngineConfig:
 
 
 def transport_name() -> str:
-    """ "channel" (runworker voice-tts over the channel layer) or "local" (a child process)."""
+    """The TTS transport: "channel" (runworker voice-tts over the channel layer) or "local" (a child process)."""
     if settings.TTS_TRANSPORT != "auto":
         return str(settings.TTS_TRANSPORT)
     return "channel" if settings.REDIS_URL else "local"

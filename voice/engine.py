@@ -60,7 +60,7 @@ class _LoadedVoice:
 
 
 def resolve_device(requested: str) -> str:
-    """ "auto" picks CUDA when torch sees a GPU; asking for CUDA without one is an error."""
+    """With "auto", CUDA when torch sees a GPU; asking for CUDA without one is an error."""
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -316,8 +316,9 @@ class TTSEngine:
     def stream(self, *, text: str, voice: str | None = None) -> Iterator[AudioChunk]:
         """Speak `text` chunk by chunk: each chunk of the waveform is yielded as soon as it exists.
 
-        The text encoder, the duration predictor and the flow run once over the whole piece;
-        the HiFi-GAN decoder then makes the waveform chunk by chunk (see `chunk_plan`). On the
+        The text encoder and the duration predictor run once over the whole piece, the flow
+        once over it too (on the CPU in two windows: the first chunk's, then the rest); the
+        HiFi-GAN decoder then makes the waveform chunk by chunk (see `chunk_plan`). On the
         CPU it streams (voice/streaming_decoder.py: each layer computes each output once, so a
         chunk costs its own audio and no context twice); on CUDA, or with `stream_windows`, it
         decodes windows of the latent widened by `chunk_overlap_frames` on both sides and cut
@@ -433,7 +434,7 @@ class TTSEngine:
         """What VitsModel.forward computes before its flow, for one unpadded text.
 
         Coupled to transformers' VitsModel (pinned in requirements.txt): the same public
-        submodules (text_encoder, duration_predictor, flow) called in the same order with the
+        submodules (text_encoder, duration_predictor; the flow in `_flow`) called in the same order with the
         same random draws, so that with the same seed the latent is the whole-piece one. The
         alignment is built with repeat_interleave instead of forward's one-hot matmul (the same
         values: each output frame copies one text position). tests/voice/test_streaming_engine.py
@@ -460,8 +461,7 @@ class TTSEngine:
         positions = torch.repeat_interleave(torch.arange(repeats.shape[0], device=repeats.device), repeats)
         prior_means = encoded.prior_means[:, positions].transpose(1, 2)
         prior_log_variances = encoded.prior_log_variances[:, positions].transpose(1, 2)
-        prior_latents = prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
-        return prior_latents
+        return prior_means + torch.randn_like(prior_means) * torch.exp(prior_log_variances) * model.noise_scale
 
     def _flow(self, loaded: _LoadedVoice, prior: Any, start: int, end: int) -> Any:
         """Frames [start, end) of the flow's output (reversed, as forward runs it) over `prior`.
