@@ -12,6 +12,7 @@ spoken at a rate calibrated to 15 characters a second. Per reply:
 - the silence a player hears that starts playing the first audio frame when it arrives and
   plays every frame back to back, in real time: the sum, over the reply, of the time it waits
   for a frame that has not arrived yet;
+- each wait of 20 ms or more, with the piece and chunk it waits for (printed per reply);
 - the real-time factor (wall time of synthesis / seconds of audio) and the TTS child's RSS.
 
 "before" is the tree of main at 96dc0a1 (extracted with `git archive`, nothing checked out),
@@ -118,14 +119,19 @@ async def speak_one(text: str) -> dict[str, float | None]:
     from voice.speech_stream import SpeechStream
 
     arrivals: list[tuple[float, float]] = []  # (arrival, seconds of audio)
+    labels: list[str] = []  # "piece.chunk" of each arrival, from the audio frame before it
     speech_end: dict[str, object] = {}
+    header: dict[str, object] = {}
 
     async def send_json(frame: dict) -> None:
         if frame.get("type") == "speech_end":
             speech_end.update(frame)
+        elif frame.get("type") == "audio":
+            header.update(frame)
 
     async def send_bytes(data: bytes) -> None:
         arrivals.append((time.perf_counter(), wav_seconds(data)))
+        labels.append(f"{header.get('seq')}.{header.get('chunk')}")
 
     splitter = SpeechSplitter(
         first_min_chars=settings.TTS_STREAM_FIRST_MIN_CHARS,
@@ -149,9 +155,19 @@ async def speak_one(text: str) -> dict[str, float | None]:
     first_audio = arrivals[0][0]
     playing_until = first_audio
     silence = 0.0
-    for arrival, seconds in arrivals:
+    waits = []  # each wait of a real-time player: before which piece.chunk, when, how long
+    for (arrival, seconds), label in zip(arrivals, labels, strict=True):
         if arrival > playing_until:
             silence += arrival - playing_until
+            if arrival - playing_until >= 0.02:
+                waits.append(
+                    {
+                        "before": label,
+                        "at_ms": round((arrival - first_audio) * 1000),
+                        "wait_ms": round((arrival - playing_until) * 1000),
+                        "text_ended": arrival > text_end,
+                    }
+                )
             playing_until = arrival
         playing_until += seconds
     audio_s = sum(seconds for _, seconds in arrivals)
@@ -160,6 +176,7 @@ async def speak_one(text: str) -> dict[str, float | None]:
         "first_token_to_audio_ms": (first_audio - first_token) * 1000,
         "completing_token_to_audio_ms": (first_audio - (completing or text_end)) * 1000,
         "silence_ms": silence * 1000,
+        "waits": waits,
         "audio_s": audio_s,
         "speech_after_text_ms": (arrivals[-1][0] - text_end) * 1000,
         "rtf_wall": (arrivals[-1][0] - first_token) / audio_s,
@@ -312,6 +329,12 @@ def main() -> None:
         summary[name]["replies"] = len(rows)
         summary[name]["rss_series_mb"] = [round(row["rss_mb"], 1) for row in rows if row.get("rss_mb")]
         summary[name]["silence_series_ms"] = [round(row.get("silence_ms", 0.0)) for row in rows]  # in reply order
+        summary[name]["long_waits"] = [  # the waits of 100 ms or more, by reply (0-based, in reply order)
+            {"reply": index, **wait}
+            for index, row in enumerate(rows)
+            for wait in row.get("waits", [])
+            if wait["wait_ms"] >= 100
+        ]
     print(json.dumps(summary, indent=1))
 
 

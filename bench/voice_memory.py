@@ -4,7 +4,7 @@ Loads the engine in this process (as a worker does) with the phrase cache on (it
 bounds, in entries and bytes), synthesises N different texts through TTSEngine.stream and
 prints RSS after warm-up and every `--every` syntheses, and the cache's size.
 Run: .venv/bin/python bench/voice_memory.py --model DIR [--count 1000] [--every 100] [--threads 2]
-     [--cache-bytes 0] [--windows] [--mmap-threshold 131072]
+     [--cache-bytes 0] [--windows] [--allocator system] [--mmap-threshold 131072]
 """
 
 from __future__ import annotations
@@ -57,7 +57,12 @@ def main() -> None:
     parser.add_argument("--cache-bytes", type=int, default=16 * 1024 * 1024, help="0: phrase cache off")
     parser.add_argument("--windows", action="store_true", help="decode overlapping windows (CUDA's way) on the CPU")
     parser.add_argument("--mmap-threshold", type=int, default=0, help="TTS_MALLOC_MMAP_THRESHOLD (0: glibc's own)")
+    parser.add_argument("--allocator", default="jemalloc", choices=("jemalloc", "system"), help="TTS_ALLOCATOR")
     args = parser.parse_args()
+    from voice import allocator
+
+    allocator.exec_with(args.allocator)  # as the TTS processes do: this process starts again on it
+    print(json.dumps({"allocator": allocator.in_use()}), flush=True)
     from voice.engine import TTSEngine
     from voice.synthesis import EngineConfig, VoiceSpec
 

@@ -379,8 +379,10 @@ TTS_START_TIMEOUT_S = envfloat("TTS_START_TIMEOUT_S", 120.0, minimum=1.0)
 TTS_CACHE_ENTRIES = envint("TTS_CACHE_ENTRIES", 256, minimum=0)
 TTS_CACHE_MAX_BYTES = envint("TTS_CACHE_MAX_BYTES", 16 * 1024 * 1024, minimum=0)  # the phrase cache's audio, in all
 TTS_WARMUP = envbool("TTS_WARMUP", True)
-# A fixed glibc mmap threshold for TTS processes, in bytes (0: glibc's adaptive one): memory
-# against speed, voice/engine.py fix_mmap_threshold and bench/RESULTS.md (#14, memory).
+# The malloc TTS processes run on: "jemalloc" when installed (flat memory; voice/allocator.py) or
+# "system". With "system", a fixed glibc mmap threshold in bytes (0: glibc's adaptive one) trades
+# speed for memory: voice/engine.py fix_mmap_threshold and bench/RESULTS.md (#14, memory).
+TTS_ALLOCATOR = envchoice("TTS_ALLOCATOR", "jemalloc", ("jemalloc", "system"))
 TTS_MALLOC_MMAP_THRESHOLD = envint("TTS_MALLOC_MMAP_THRESHOLD", 0, minimum=0)
 TTS_WORKER_HANG_EXIT_S = envfloat("TTS_WORKER_HANG_EXIT_S", 120.0, minimum=0.0)  # 0: never
 TTS_STREAM_FIRST_MIN_CHARS = envint("TTS_STREAM_FIRST_MIN_CHARS", 24, minimum=1)

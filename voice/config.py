@@ -31,6 +31,7 @@ def engine_config() -> EngineConfig:
         chunk_growth=settings.TTS_CHUNK_GROWTH,
         chunk_max_frames=settings.TTS_CHUNK_MAX_FRAMES,
         warmup=settings.TTS_WARMUP,
+        allocator=settings.TTS_ALLOCATOR,
         malloc_mmap_threshold=settings.TTS_MALLOC_MMAP_THRESHOLD,
         offline=settings.TTS_HUB_OFFLINE,
     )

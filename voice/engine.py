@@ -26,6 +26,7 @@ import torch
 from transformers import AutoTokenizer, VitsModel
 from transformers.utils import logging as transformers_logging
 
+from voice import allocator
 from voice.errors import InvalidText, TextTooLong, TTSUnavailable
 from voice.spoken_text import fold_to_vocabulary, spoken_form
 from voice.streaming_decoder import StreamingHifiGan
@@ -269,6 +270,7 @@ class TTSEngine:
             "device": self.device,
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
+            "allocator": allocator.in_use(),
             "voices": {
                 name: {"model": v.spec.model_label, "sample_rate": v.sample_rate} for name, v in self._voices.items()
             },

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from accounts.errors import EvaError
+from voice import allocator
 from voice.errors import TTSUnavailable, error_from_wire
 from voice.synthesis import EngineConfig
 
@@ -244,6 +245,7 @@ class LocalWorker:
             pass_fds=(child_sock.fileno(),),
             cwd=PROJECT_ROOT,
             stdin=subprocess.DEVNULL,
+            env=allocator.child_env(self.config.allocator),
         )
         child_sock.close()  # so that the child's death shows up here as EOF
         parent_conn = Connection(parent_sock.detach())

@@ -52,6 +52,9 @@ class EngineConfig:
     chunk_max_frames: int = 96
     chunk_overlap_frames: int = 16
     warmup: bool = True
+    # The malloc of the engine's process, chosen when it starts (voice/allocator.py): "jemalloc"
+    # (when installed) or "system".
+    allocator: str = "jemalloc"
     # A fixed glibc mmap threshold for the engine's process, in bytes (0: glibc's adaptive one). Fixed
     # at 128 KiB the worker's memory stays flat but synthesis is twice as slow (bench/RESULTS.md, #14).
     malloc_mmap_threshold: int = 0

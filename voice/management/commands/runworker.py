@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from channels.worker import Worker
+from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from voice import allocator
+from voice.config import TTS_CHANNEL
 
 logger = logging.getLogger("voice.worker")
 
@@ -60,3 +65,8 @@ class ReconnectingWorker(Worker):
 class Command(ChannelsRunworker):
     help = "Run a Channels worker that keeps listening across channel-layer (Redis) outages."
     worker_class = ReconnectingWorker
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if TTS_CHANNEL in options.get("channels", ()):
+            allocator.exec_with(settings.TTS_ALLOCATOR)  # the TTS process on jemalloc: starts again once
+        super().handle(*args, **options)
