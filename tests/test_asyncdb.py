@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from accounts import asyncdb
+from tests.polling import aeventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +44,7 @@ def insert(v: int, note: str = ""):
 
 async def runs() -> int:
     """How many statements took a number from asyncdb_runs (see `probe`)."""
-    (last, called), = await asyncdb.execute("SELECT last_value, is_called FROM asyncdb_runs", ())
+    ((last, called),) = await asyncdb.execute("SELECT last_value, is_called FROM asyncdb_runs", ())
     return last if called else 0
 
 
@@ -134,10 +135,20 @@ async def test_a_connection_lost_mid_batch_fails_its_callers_and_the_next_statem
     assert await stored() == [8]  # 7 went with the uncommitted batch
 
 
+async def sleeping_on_the_server() -> bool:
+    pool = await asyncdb._pool()
+    async with pool.connection() as conn:  # another of the pool's connections
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = 'SELECT pg_sleep(5)'"
+        )
+        (count,) = await cursor.fetchone()
+    return count == 1
+
+
 async def test_callers_of_a_batch_cut_short_by_the_loop_closing_are_cancelled_not_left_waiting():
     batcher = asyncdb._batcher()
     out = asyncio.ensure_future(asyncdb.execute("SELECT pg_sleep(5)", ()))
-    await asyncio.sleep(0.2)  # its batch is at the database
+    await aeventually(sleeping_on_the_server, "the batch is at the database")
     queued = asyncio.ensure_future(asyncdb.execute("SELECT 1", ()))
     await asyncio.sleep(0)
     batcher.sender.cancel()  # as asyncio.run does with every task when its loop ends
@@ -155,7 +166,8 @@ async def test_when_no_connection_comes_in_time_the_statements_queued_behind_fai
     pool = await asyncdb._pool()
     async with pool.connection():  # the pool's only connection, held elsewhere
         first = batcher.submit(("SELECT 1", ()))
-        await asyncio.sleep(0.1)  # its batch is out, waiting for a connection
+        waiting = lambda: pool.get_stats().get("requests_waiting", 0)  # noqa: E731
+        await aeventually(waiting, "the batch is out, waiting for a connection")
         queued = batcher.submit(("SELECT 2", ()))
         with pytest.raises(PoolTimeout):
             await first

@@ -107,6 +107,11 @@ class LocalWorker:
         return None if self._process is None else self._process.pid
 
     @property
+    def busy(self) -> bool:
+        """A call or stream holds the child (it has a request, or is starting for one)."""
+        return self._lock.locked()
+
+    @property
     def running(self) -> bool:
         return self._ready.is_set() and self._process is not None and self._process.poll() is None
 

@@ -5,8 +5,6 @@ Ollama is the NDJSON stand-in, Groq the SSE stand-in reached through the real gr
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from chat.llm.fallback import default_provider
@@ -181,7 +179,9 @@ async def test_groq_refusing_as_well_is_no_backend(ollama, groq_cloud, user_key)
     assert "ollama: Ollama answered 503" in frames[-1]["message"] and "groq: Groq answered 503" in frames[-1]["message"]
 
 
-async def test_the_breaker_skips_a_failing_ollama_then_probes_it_again(ollama, groq_cloud, user_key, settings):
+async def test_the_breaker_skips_a_failing_ollama_then_probes_it_again(
+    ollama, groq_cloud, user_key, settings, monkeypatch
+):
     settings.BREAKER_FAILURE_THRESHOLD = 2
     settings.BREAKER_COOLDOWN_S = 0.5
     ollama.behaviour.mode = "busy"
@@ -192,7 +192,10 @@ async def test_the_breaker_skips_a_failing_ollama_then_probes_it_again(ollama, g
     assert len(ollama.chat_requests()) == seen  # skipped: not even asked
     assert default_provider().breakers["ollama"].state == "open"
     ollama.behaviour.mode = "ok"
-    await asyncio.sleep(0.6)
+    breaker = default_provider().breakers["ollama"]
+    after_cooldown = breaker.clock() + settings.BREAKER_COOLDOWN_S
+    monkeypatch.setattr(breaker, "clock", lambda: after_cooldown)  # the cooldown has passed, on its clock
+    assert breaker.state == "half_open"
     assert (await ask(user_key))[0]["backend"] == "ollama"  # the probe succeeds and closes the breaker
     assert default_provider().breakers["ollama"].state == "closed"
 

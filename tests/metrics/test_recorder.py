@@ -13,8 +13,18 @@ from metrics.recorder import flush_metrics, record_metric
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FIELDS = dict(
-    channel="ws", backend="ollama", model="phi3:mini", status="ok", session_id="s", ttft_ms=12.5, total_ms=80.0,
-    tokens_in=7, tokens_out=20, upstream_load_ms=1.2, upstream_prompt_ms=3.4, upstream_generation_ms=56.7,
+    channel="ws",
+    backend="ollama",
+    model="phi3:mini",
+    status="ok",
+    session_id="s",
+    ttft_ms=12.5,
+    total_ms=80.0,
+    tokens_in=7,
+    tokens_out=20,
+    upstream_load_ms=1.2,
+    upstream_prompt_ms=3.4,
+    upstream_generation_ms=56.7,
 )
 
 
@@ -129,7 +139,8 @@ async def test_rows_gather_into_one_insert_until_the_wait_ends_or_a_flush(settin
     monkeypatch.setattr(recorder, "_insert_async", counting_insert)
     for i in range(3):
         record_metric(request_id=f"g{i}", **FIELDS)
-        await asyncio.sleep(0.05)  # requests arriving one after the other
+        for _ in range(3):
+            await asyncio.sleep(0)  # requests arriving one after the other: the writer's task runs between
     assert batches == [] and await RequestMetric.objects.acount() == 0  # still gathering
     await flush_metrics()  # does not wait the 5 s out
     assert batches == [3] and await RequestMetric.objects.acount() == 3

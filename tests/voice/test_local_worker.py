@@ -8,6 +8,7 @@ import signal
 
 import pytest
 
+from tests.polling import aeventually
 from voice import client
 from voice.errors import TTSUnavailable
 from voice.wav import wav_info
@@ -32,7 +33,7 @@ async def test_a_child_killed_mid_request_gives_tts_unavailable_and_the_next_req
     await client.synthesize(text="Bonjour", voice=None)
     first_pid = client._local_worker.pid
     request = asyncio.create_task(client.synthesize(text=LONG_TEXT, voice=None))
-    await asyncio.sleep(0.3)
+    await aeventually(lambda: client._local_worker.busy, "the request is with the child")
     os.kill(first_pid, signal.SIGKILL)
     with pytest.raises(TTSUnavailable) as err:
         await request
