@@ -52,6 +52,11 @@ class RecordedRequest:
     client_disconnected: bool = False
     tokens_sent: int = 0
     peer: tuple[str, int] | None = None  # the client's address: the same one means a reused connection
+    hung_up: threading.Event = field(default_factory=threading.Event, repr=False)  # set with client_disconnected
+
+    def mark_disconnected(self) -> None:
+        self.client_disconnected = True
+        self.hung_up.set()
 
 
 def _now_iso() -> str:
@@ -76,12 +81,7 @@ class OllamaStandIn(LoopbackHTTPServer):
 
     async def last_chat_hung_up(self, *, within_s: float = 2.5) -> bool:
         """Whether the client closed the last chat request's connection (waits up to `within_s`)."""
-        deadline = time.monotonic() + within_s
-        while time.monotonic() < deadline:
-            if self.chat_requests()[-1].client_disconnected:
-                return True
-            await asyncio.sleep(0.02)
-        return self.chat_requests()[-1].client_disconnected
+        return await asyncio.to_thread(self.chat_requests()[-1].hung_up.wait, within_s)
 
     async def route(
         self, method: str, path: str, headers: dict[str, str], raw: bytes,
@@ -119,14 +119,14 @@ class OllamaStandIn(LoopbackHTTPServer):
         try:
             await self.write_chunk(writer, line)
         except ConnectionError:
-            record.client_disconnected = True
+            record.mark_disconnected()
             raise
 
     async def _hangup_aware_wait(self, reader: asyncio.StreamReader, seconds: float, record: RecordedRequest) -> None:
         try:
             await self.wait_or_hangup(reader, seconds)
         except ConnectionResetError:
-            record.client_disconnected = True
+            record.mark_disconnected()
             raise
 
     async def _chat(
@@ -162,7 +162,7 @@ class OllamaStandIn(LoopbackHTTPServer):
         except _Dropped:
             pass  # the stand-in broke the stream itself: neither finished nor hung up on by the client
         except ConnectionError:
-            record.client_disconnected = True
+            record.mark_disconnected()
 
     async def _stream_tokens(
         self,

@@ -9,12 +9,6 @@ voice-tts` processes on the real Redis channel layer (CHANNEL_LAYER_PREFIX keeps
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +17,7 @@ import pytest
 
 from metrics.models import RequestMetric
 from metrics.recorder import add_metric_observer, flush_metrics, remove_metric_observer
+from tests.workers import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,63 +58,6 @@ def voice_settings(settings, tiny_voice):
     settings.TTS_SPEAKING_RATE = 1.0
     settings.TTS_TRANSPORT = "auto"
     return settings
-
-
-class WorkerProcess:
-    """One `manage.py runworker voice-tts` subprocess; its log lines are collected."""
-
-    def __init__(self, *, model: Path, **env: str) -> None:
-        self.lines: list[str] = []
-        environment = {
-            **os.environ,
-            "MMS_TTS_MODEL": str(model),
-            "TTS_DEFAULT_VOICE": "fra",
-            "TTS_VOICES": f"eng={model}",
-            "TTS_CPU_THREADS": "1",
-            "LOG_LEVEL": "info",
-            "PYTHONUNBUFFERED": "1",
-            **env,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", "voice-tts"],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def wait_for_line(self, fragment: str, *, timeout: float = 60.0, start: int = 0) -> int:
-        """Index of the first log line (from `start`) containing `fragment`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for index in range(start, len(self.lines)):
-                if fragment in self.lines[index]:
-                    return index
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        raise AssertionError(f"worker never logged {fragment!r}; log:\n" + "\n".join(self.lines[-30:]))
-
-    def wait_ready(self) -> WorkerProcess:
-        self.wait_for_line("TTS engine ready")
-        return self
-
-    def signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.kill()
-        self.process.wait(timeout=10)
 
 
 @pytest.fixture

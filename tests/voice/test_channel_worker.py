@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.workers import first_to_log
 from voice import client
 from voice.errors import TTSUnavailable, UnknownVoice
 from voice.wav import wav_info
@@ -41,16 +42,6 @@ async def test_without_any_worker_a_request_fails_fast_with_tts_unavailable(voic
         await client.synthesize(text="Bonjour", voice=None)
     assert time.monotonic() - started < 15  # the pickup timeout, not TTS_TIMEOUT_S (30 s)
     assert "runworker voice-tts" in err.value.message
-
-
-def first_to_log(workers, fragment: str, *, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for worker in workers:
-            if any(fragment in line for line in worker.lines):
-                return worker
-        time.sleep(0.01)
-    raise AssertionError(f"no worker logged {fragment!r}")
 
 
 async def test_a_worker_killed_mid_request_gives_tts_unavailable_and_the_other_worker_serves_the_next(

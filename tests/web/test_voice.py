@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 
 import pytest
 from playwright.async_api import expect
 
 from tests.web.chatpage import last_reply, open_chat, send, word_tokens
-from tests.web.conftest import ROOT
+from tests.workers import WorkerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
 
@@ -31,36 +26,11 @@ def tts_worker(tmp_path_factory, live_asgi):
     from voice.engine import build_tiny_voice
 
     voice = build_tiny_voice(tmp_path_factory.mktemp("voices") / "tiny-mms")
-    env = {
-        **os.environ,
-        "MMS_TTS_MODEL": str(voice),
-        "TTS_DEFAULT_VOICE": "fra",
-        "TTS_VOICES": f"eng={voice}",
-        "TTS_CPU_THREADS": "1",
-        "REDIS_URL": settings.REDIS_URL,
-        "CHANNEL_LAYER_PREFIX": settings.CHANNEL_LAYER_PREFIX,
-        "LOG_LEVEL": "info",
-        "PYTHONUNBUFFERED": "1",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runworker", "voice-tts"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(line.rstrip() for line in process.stdout), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not any("TTS engine ready" in line for line in lines):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the TTS worker did not start:\n" + "\n".join(lines[-30:]))
-        time.sleep(0.1)
-    yield process
-    process.kill()
-    process.wait(10)
+    worker = WorkerProcess(
+        model=voice, REDIS_URL=settings.REDIS_URL, CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYER_PREFIX
+    ).wait_ready(timeout=120)
+    yield worker.process
+    worker.stop()
 
 
 async def test_each_sentence_is_spoken_in_order_while_the_reply_streams(page, logged_in, ollama_behaviour, tts_worker):
