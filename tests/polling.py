@@ -1,10 +1,16 @@
-"""Waiting for what another process writes in its own time (a live server's reply row, its
-metric writer's batch): the tests' one poll with a deadline.
+"""Waiting for what another process writes to the test database in its own time (a live server's
+reply row, its metric writer's batch), woken by the database, not by a clock.
 
-Tests order events with events; a poll is kept for a write the test cannot be told about (it
-happens in another process, or after the last frame the test gets), and goes through here:
-`eventually` (sync tests) and `aeventually` (async tests) ask `check` until `ready` holds for
-its value, and return that value; at the deadline they fail naming `what` and the last value.
+`written` (sync tests) and `awritten` (async tests) ask `check` (a read of the database) until
+`ready` holds for its value, and return that value. Between two asks they wait for Postgres to
+say that a watched table was written: for the test session, a statement trigger on each table
+of WATCHED NOTIFYs `eva_test_writes` (`install_write_notices`, from tests/conftest.py), and they
+LISTEN before their first ask, so no write is missed. At the deadline they fail naming `what`
+and the last value.
+
+`eventually` / `aeventually` are for the few states that nothing announces and no test can
+be told about (a query running on the server, a pool's waiting requests): they ask every
+`every_s`.
 """
 
 from __future__ import annotations
@@ -14,11 +20,47 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import psycopg
 from asgiref.sync import iscoroutinefunction, sync_to_async
+from psycopg import sql
 
 T = TypeVar("T")
 
 EVERY_S = 0.05
+WRITES = "eva_test_writes"  # the channel the triggers NOTIFY
+TRIGGER = "eva_test_notify_write"
+
+
+def watched_tables() -> list[str]:
+    """The tables live servers write and tests wait for: chat messages and request metrics."""
+    from chat.models import ChatMessage
+    from metrics.models import RequestMetric
+
+    return [ChatMessage._meta.db_table, RequestMetric._meta.db_table]
+
+
+def install_write_notices(cursor: Any) -> None:
+    """On the test database: every INSERT, UPDATE or DELETE statement on a watched table NOTIFYs WRITES."""
+    cursor.execute(
+        f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS "
+        f"$$ BEGIN PERFORM pg_notify('{WRITES}', TG_TABLE_NAME); RETURN NULL; END $$"
+    )
+    for table in watched_tables():
+        name = sql.Identifier(table)
+        cursor.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), name).as_string())
+        cursor.execute(
+            sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()")
+            .format(sql.Identifier(TRIGGER), name, sql.Identifier(TRIGGER))
+            .as_string()
+        )
+
+
+def _conninfo() -> dict[str, Any]:
+    from django.db import connection
+
+    s = connection.settings_dict  # the test database's, once pytest-django has created it
+    given = {"dbname": s["NAME"], "user": s["USER"], "password": s["PASSWORD"], "host": s["HOST"], "port": s["PORT"]}
+    return {key: value for key, value in given.items() if value}
 
 
 def _timed_out(what: str, within_s: float, value: object) -> AssertionError:
@@ -26,6 +68,54 @@ def _timed_out(what: str, within_s: float, value: object) -> AssertionError:
     if len(shown) > 600:
         shown = shown[:600] + "…"
     return AssertionError(f"not so within {within_s} s: {what} (last value: {shown})")
+
+
+def written(check: Callable[[], T], what: str, within_s: float = 10.0, *, ready: Callable[[T], object] = bool) -> T:
+    """`check()`'s value once `ready(value)` holds (by default: once it is truthy), asked again
+    after each write to a watched table, for `within_s` seconds at most."""
+    deadline = time.monotonic() + within_s
+    with psycopg.connect(**_conninfo(), autocommit=True) as listener:
+        listener.execute(f"LISTEN {WRITES}")
+        while True:
+            value = check()
+            if ready(value):
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timed_out(what, within_s, value)
+            for _ in listener.notifies(timeout=remaining, stop_after=1):
+                pass
+
+
+async def awritten(
+    check: Callable[[], T] | Callable[[], Awaitable[T]],
+    what: str,
+    within_s: float = 10.0,
+    *,
+    ready: Callable[[T], object] = bool,
+) -> T:
+    """`written` for async tests: `check` is a coroutine function, or a plain one (the ORM), run
+    in a thread with sync_to_async."""
+    ask = _asker(check)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    async with await psycopg.AsyncConnection.connect(**_conninfo(), autocommit=True) as listener:
+        await listener.execute(f"LISTEN {WRITES}")
+        while True:
+            value = cast(T, await ask())
+            if ready(value):
+                return value
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _timed_out(what, within_s, value)
+            async for _ in listener.notifies(timeout=remaining, stop_after=1):
+                pass
+
+
+def _asker(check: Callable[[], T] | Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[Any]]:
+    if iscoroutinefunction(check):
+        return cast(Callable[[], Awaitable[T]], check)
+    return sync_to_async(check)
 
 
 def eventually(
@@ -36,8 +126,8 @@ def eventually(
     ready: Callable[[T], object] = bool,
     every_s: float = EVERY_S,
 ) -> T:
-    """`check()`'s value once `ready(value)` holds (by default: once it is truthy), asked every
-    `every_s` for `within_s` seconds at most; AssertionError naming `what` otherwise."""
+    """`check()`'s value once `ready(value)` holds, asked every `every_s` for `within_s` seconds
+    at most; for a state nothing announces (a write: `written`)."""
     deadline = time.monotonic() + within_s
     while True:
         value = check()
@@ -56,11 +146,9 @@ async def aeventually(
     ready: Callable[[T], object] = bool,
     every_s: float = EVERY_S,
 ) -> T:
-    """`eventually` for async tests: `check` is a coroutine function, or a plain one (the ORM),
-    run in a thread with sync_to_async."""
-    ask: Callable[[], Awaitable[Any]] = (
-        cast(Callable[[], Awaitable[T]], check) if iscoroutinefunction(check) else sync_to_async(check)
-    )
+    """`eventually` for async tests: `check` is a coroutine function, or a plain one, run in a
+    thread with sync_to_async."""
+    ask = _asker(check)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
     while True:

@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from accounts.api_keys import api_key_create
 from chat.models import ChatMessage
 from tests.live_server import start_daphne, stop_process
-from tests.polling import aeventually
+from tests.polling import awritten
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +47,7 @@ def new_key(username: str = "mobile") -> str:
 
 async def wait_stored(request_id: str) -> tuple[str, str]:
     """The stored reply (content, status) once it is there: the test reads what the server wrote, in its time."""
-    return await aeventually(
+    return await awritten(
         lambda: ChatMessage.objects.filter(request_id=request_id, role="assistant")
         .values_list("content", "status")
         .first(),

@@ -339,7 +339,8 @@ def test_prune_keeps_the_rollups_and_a_rebuild_never_recomputes_pruned_days(add_
 
 @pytest.mark.django_db
 def test_the_rebuild_command_takes_a_date_or_a_duration(add_metrics, now):
-    add_metrics(generated_rows(count=50, start=now - timedelta(days=3), span=timedelta(days=3), seed=2))
+    # Four days back, so that at any hour at least a day of rows lies before "2d" (cut at a day's start).
+    add_metrics(generated_rows(count=50, start=now - timedelta(days=4), span=timedelta(days=4), seed=2))
     out = StringIO()
     call_command("metrics_rollup", "--rebuild", "--since", "2d", stdout=out)
     assert "Rebuilt the rollups" in out.getvalue()

@@ -22,7 +22,7 @@ from accounts.api_keys import api_key_create
 from accounts.models import Scope
 from metrics.models import RequestMetric
 from tests.live_server import LiveServer, start_daphne, stop_process
-from tests.polling import eventually
+from tests.polling import written
 
 # The first speech loads torch and the voice in the server's worker: minutes on a loaded 2-vCPU box.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -67,7 +67,7 @@ def sdk(server: LiveServer, key: str, **options: Any) -> openai.OpenAI:
 
 def metric_rows(count: int, **filters: Any) -> list[RequestMetric]:
     """The server's metric rows once `count` have been written (its writer batches them)."""
-    return eventually(
+    return written(
         lambda: list(RequestMetric.objects.filter(channel="openai", **filters).order_by("created_at")),
         f"{count} metric row(s) of the openai channel" + (f" with {filters}" if filters else ""),
         within_s=30,

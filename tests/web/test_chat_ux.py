@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import expect
 
-from tests.polling import aeventually
+from tests.polling import awritten
 from tests.web.chatpage import last_reply, open_chat, send, send_and_wait
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
@@ -106,7 +106,7 @@ async def test_a_stopped_reply_still_says_stopped_after_a_reload(page, logged_in
     await expect(reply.locator(".badge")).to_have_text("Stopped")
     shown = (await reply.locator(".message-body").inner_text()).strip()
     # The stopped reply is stored in the background, after its last frame.
-    await aeventually(
+    await awritten(
         lambda: ChatMessage.objects.filter(role="assistant", done_reason="cancelled").exists(), "the stop stored"
     )
 

@@ -18,7 +18,7 @@ from playwright.async_api import expect
 
 from chat.models import ChatMessage
 from tests.live_server import start_daphne, stop_process
-from tests.polling import aeventually
+from tests.polling import awritten
 from tests.web.chatpage import last_reply, open_chat, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="session")]
@@ -66,7 +66,7 @@ def newest_reply() -> tuple[str, str] | None:
 
 async def wait_stored() -> tuple[str, str]:
     """The newest stored reply, once the server has written it (it writes a stopped one in the background)."""
-    return await aeventually(newest_reply, "a reply stored")
+    return await awritten(newest_reply, "a reply stored")
 
 
 async def test_the_page_resumes_a_reply_cut_by_a_dropped_connection(resume_page, ollama_behaviour):
