@@ -12,7 +12,8 @@ spoken at a rate calibrated to 15 characters a second. Per reply:
 - the silence a player hears that starts playing the first audio frame when it arrives and
   plays every frame back to back, in real time: the sum, over the reply, of the time it waits
   for a frame that has not arrived yet;
-- each wait of 20 ms or more, with the piece and chunk it waits for (printed per reply);
+- each wait of 20 ms or more, with the piece and chunk it waits for, when that piece's synthesis
+  was asked for and when the piece before it was done (printed per reply);
 - the real-time factor (wall time of synthesis / seconds of audio) and the TTS child's RSS.
 
 "before" is the tree of main at 96dc0a1 (extracted with `git archive`, nothing checked out),
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import io
 import json
 import os
@@ -137,7 +139,23 @@ async def speak_one(text: str) -> dict[str, float | None]:
         first_min_chars=settings.TTS_STREAM_FIRST_MIN_CHARS,
         max_chars=min(settings.TTS_STREAM_MAX_CHARS, settings.TTS_MAX_CHARS),
     )
-    speech = SpeechStream(voice=None, send_json=send_json, send_bytes=send_bytes)
+    # Each piece's synthesis: when it was asked for, its first and its last chunk (a tree whose
+    # SpeechStream takes no `synthesize`, like 96dc0a1's, goes without).
+    calls: list[dict[str, float]] = []
+    options = {}
+    if "synthesize" in inspect.signature(SpeechStream).parameters:
+        from voice.client import synthesize_stream
+
+        async def timed(*, text: str, voice: str | None):
+            call = {"asked": time.perf_counter()}
+            calls.append(call)
+            async for chunk in synthesize_stream(text=text, voice=voice):
+                call.setdefault("first", time.perf_counter())
+                call["last"] = time.perf_counter()
+                yield chunk
+
+        options["synthesize"] = timed
+    speech = SpeechStream(voice=None, send_json=send_json, send_bytes=send_bytes, **options)
     first_token = completing = None
     started = time.perf_counter()
     for index, token in enumerate(tokens_of(text)):
@@ -160,14 +178,18 @@ async def speak_one(text: str) -> dict[str, float | None]:
         if arrival > playing_until:
             silence += arrival - playing_until
             if arrival - playing_until >= 0.02:
-                waits.append(
-                    {
-                        "before": label,
-                        "at_ms": round((arrival - first_audio) * 1000),
-                        "wait_ms": round((arrival - playing_until) * 1000),
-                        "text_ended": arrival > text_end,
-                    }
-                )
+                wait = {
+                    "before": label,
+                    "at_ms": round((arrival - first_audio) * 1000),
+                    "wait_ms": round((arrival - playing_until) * 1000),
+                    "text_ended": arrival > text_end,
+                }
+                piece = int(label.split(".")[0]) if label.split(".")[0].isdigit() else -1
+                if 0 <= piece < len(calls):  # when its synthesis was asked for, and the one before ended
+                    wait["asked_ms"] = round((calls[piece]["asked"] - first_audio) * 1000)
+                    if piece > 0 and "last" in calls[piece - 1]:
+                        wait["previous_done_ms"] = round((calls[piece - 1]["last"] - first_audio) * 1000)
+                waits.append(wait)
             playing_until = arrival
         playing_until += seconds
     audio_s = sum(seconds for _, seconds in arrivals)

@@ -51,17 +51,6 @@ def flush_outwaits_live_servers(django_db_setup, django_db_blocker):
     connection_created.disconnect(dispatch_uid="tests.deadlock_timeout")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def write_notices(django_db_setup, django_db_blocker):
-    """Writes to the tables live servers fill are announced (tests/polling.py: `written`)."""
-    from django.db import connection
-
-    from tests.polling import install_write_notices
-
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        install_write_notices(cursor)
-
-
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
     """EVA_TEST_DB_SUFFIX lets several test runs share one Postgres without sharing a database."""

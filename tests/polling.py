@@ -3,8 +3,8 @@ reply row, its metric writer's batch), woken by the database, not by a clock.
 
 `written` (sync tests) and `awritten` (async tests) ask `check` (a read of the database) until
 `ready` holds for its value, and return that value. Between two asks they wait for Postgres to
-say that a watched table was written: for the test session, a statement trigger on each table
-of WATCHED NOTIFYs `eva_test_writes` (`install_write_notices`, from tests/conftest.py), and they
+say that a watched table was written: a statement trigger on each of `watched_tables()` NOTIFYs
+`eva_test_writes` (`install_write_notices`, on the test database when first needed), and they
 LISTEN before their first ask, so no write is missed. At the deadline they fail naming `what`
 and the last value.
 
@@ -39,20 +39,30 @@ def watched_tables() -> list[str]:
     return [ChatMessage._meta.db_table, RequestMetric._meta.db_table]
 
 
-def install_write_notices(cursor: Any) -> None:
-    """On the test database: every INSERT, UPDATE or DELETE statement on a watched table NOTIFYs WRITES."""
-    cursor.execute(
-        f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS "
-        f"$$ BEGIN PERFORM pg_notify('{WRITES}', TG_TABLE_NAME); RETURN NULL; END $$"
-    )
-    for table in watched_tables():
-        name = sql.Identifier(table)
-        cursor.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(TRIGGER), name).as_string())
-        cursor.execute(
-            sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()")
-            .format(sql.Identifier(TRIGGER), name, sql.Identifier(TRIGGER))
-            .as_string()
+_installed: set[str] = set()  # the databases that have the triggers, in this test session
+
+
+def install_write_notices(conn: psycopg.Connection[Any]) -> None:
+    """On the test database: every INSERT, UPDATE or DELETE statement on a watched table NOTIFYs
+    WRITES. Once per database and session (the test database is new each session)."""
+    if conn.info.dbname in _installed:
+        return
+    trigger = sql.Identifier(TRIGGER)
+    with conn.transaction():
+        conn.execute(
+            sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_notify({}, TG_TABLE_NAME); RETURN NULL; END $$"
+            ).format(trigger, sql.Literal(WRITES))
         )
+        for table in watched_tables():
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, sql.Identifier(table)))
+            conn.execute(
+                sql.SQL(
+                    "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+                ).format(trigger, sql.Identifier(table), trigger)
+            )
+    _installed.add(conn.info.dbname)
 
 
 def _conninfo() -> dict[str, Any]:
@@ -75,6 +85,7 @@ def written(check: Callable[[], T], what: str, within_s: float = 10.0, *, ready:
     after each write to a watched table, for `within_s` seconds at most."""
     deadline = time.monotonic() + within_s
     with psycopg.connect(**_conninfo(), autocommit=True) as listener:
+        install_write_notices(listener)
         listener.execute(f"LISTEN {WRITES}")
         while True:
             value = check()
@@ -99,6 +110,7 @@ async def awritten(
     ask = _asker(check)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
+    await asyncio.to_thread(_install_once)
     async with await psycopg.AsyncConnection.connect(**_conninfo(), autocommit=True) as listener:
         await listener.execute(f"LISTEN {WRITES}")
         while True:
@@ -110,6 +122,11 @@ async def awritten(
                 raise _timed_out(what, within_s, value)
             async for _ in listener.notifies(timeout=remaining, stop_after=1):
                 pass
+
+
+def _install_once() -> None:
+    with psycopg.connect(**_conninfo(), autocommit=True) as conn:
+        install_write_notices(conn)
 
 
 def _asker(check: Callable[[], T] | Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[Any]]:

@@ -116,9 +116,11 @@ def test_the_watched_tables_notify_on_each_write_statement():
     import psycopg
     from django.db import connection
 
-    from tests.polling import WRITES, _conninfo, watched_tables
+    from tests.polling import WRITES, _conninfo, install_write_notices, watched_tables
 
     with psycopg.connect(**_conninfo(), autocommit=True) as listener:
+        install_write_notices(listener)
+        install_write_notices(listener)  # once is enough: the second does nothing
         listener.execute(f"LISTEN {WRITES}")
         write_metric_elsewhere("w3").join()
         notices = [n.payload for n in listener.notifies(timeout=10, stop_after=1)]

@@ -169,9 +169,15 @@ async def _local_stream(
     def on_chunk(wire: dict[str, Any]) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, AudioChunk.from_wire(wire))
 
+    # The turn is taken here, on the event loop, in the order the reply asks for its pieces (the
+    # executor's threads would start in any order); the thread only waits for it.
+    turn = worker.turns.take()
+
     def run() -> None:
         try:
-            worker.stream({"op": "stream", **request}, deadline=deadline, on_chunk=on_chunk, cancelled=cancelled)
+            worker.stream(
+                {"op": "stream", **request}, deadline=deadline, on_chunk=on_chunk, cancelled=cancelled, turn=turn
+            )
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 

@@ -14,6 +14,7 @@ No Django here: the child gets its EngineConfig by pickling and imports only voi
 
 from __future__ import annotations
 
+import collections
 import logging
 import pickle
 import socket
@@ -88,13 +89,73 @@ def _stream_to(conn: Connection, engine: Any, request: dict[str, Any]) -> None:
                 return
 
 
+class Turn:
+    """One place in a Turns line."""
+
+
+class Turns:
+    """The child's one-at-a-time use, given in the order the turns were taken.
+
+    A threading.Lock wakes whichever waiter the OS picks: with a reply's next two pieces both
+    waiting, the later one could take the child first, and the earlier one (the one the player
+    needs next) waited for all of it: a silence of one piece's synthesis (bench/RESULTS.md, #14).
+    A stream takes its turn on the event loop, in the order its reply asked for the pieces, then
+    waits for it in a thread.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._line: collections.deque[Turn] = collections.deque()
+        self._holder: Turn | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._holder is not None
+
+    def take(self) -> Turn:
+        """A place at the end of the line (cheap, never blocks)."""
+        with self._changed:
+            turn = Turn()
+            self._line.append(turn)
+            return turn
+
+    def wait(self, turn: Turn, *, until: float, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Hold the child once `turn` is first in line and the child is free: True. False (the
+        place given up) at `until` (time.monotonic()) or once `give_up()` holds (asked every
+        CANCEL_POLL_S)."""
+        with self._changed:
+            while self._holder is not None or self._line[0] is not turn:
+                remaining = until - time.monotonic()
+                if remaining <= 0 or give_up():
+                    self._line.remove(turn)
+                    self._changed.notify_all()  # the next one may be first now
+                    return False
+                self._changed.wait(min(remaining, CANCEL_POLL_S))
+            self._line.popleft()
+            self._holder = turn
+            return True
+
+    def take_if_free(self) -> Turn | None:
+        """The child at once if nobody holds or waits for it, else None."""
+        with self._changed:
+            if self._holder is not None or self._line:
+                return None
+            self._holder = Turn()
+            return self._holder
+
+    def release(self) -> None:
+        with self._changed:
+            self._holder = None
+            self._changed.notify_all()
+
+
 class LocalWorker:
     """Owns the child process; `call` is blocking and thread-safe (run it off the event loop)."""
 
     def __init__(self, config: EngineConfig, *, start_timeout_s: float) -> None:
         self.config = config
         self.start_timeout_s = start_timeout_s
-        self._lock = threading.Lock()
+        self.turns = Turns()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._info: dict[str, Any] = {}
@@ -109,7 +170,7 @@ class LocalWorker:
     @property
     def busy(self) -> bool:
         """A call or stream holds the child (it has a request, or is starting for one)."""
-        return self._lock.locked()
+        return self.turns.busy
 
     @property
     def running(self) -> bool:
@@ -120,7 +181,7 @@ class LocalWorker:
         starting a child first if none runs, with TTS_START_TIMEOUT_S on top for its loading."""
         budget = deadline - time.monotonic()
         wait = budget + (0 if self.running else self.start_timeout_s)
-        if not self._lock.acquire(timeout=max(wait, 0.0)):
+        if not self.turns.wait(self.turns.take(), until=time.monotonic() + max(wait, 0.0)):
             raise TTSUnavailable("The text-to-speech process is busy: no turn came before the deadline.")
         try:
             if not self.running:
@@ -128,7 +189,7 @@ class LocalWorker:
                 deadline = time.monotonic() + budget  # loading the model does not eat the request's budget
             return self._exchange(request, deadline=deadline)
         finally:
-            self._lock.release()
+            self.turns.release()
 
     def stream(
         self,
@@ -137,16 +198,17 @@ class LocalWorker:
         deadline: float,
         on_chunk: Callable[[dict[str, Any]], None],
         cancelled: threading.Event,
+        turn: Turn | None = None,
     ) -> None:
         """A streamed synthesis: `on_chunk(wire)` for each chunk, in this thread. Setting `cancelled`
-        drops it: before its turn it is never sent; under way the child stops after its chunk."""
+        drops it: before its turn it is never sent; under way the child stops after its chunk.
+        `turn`: taken beforehand (`turns.take()`, on the event loop) to keep the order of requests."""
         budget = deadline - time.monotonic()
         until = deadline + (0 if self.running else self.start_timeout_s)
-        while not self._lock.acquire(timeout=CANCEL_POLL_S):
+        if not self.turns.wait(turn or self.turns.take(), until=until, give_up=cancelled.is_set):
             if cancelled.is_set():
                 return  # dropped while waiting for its turn: the child never sees it
-            if time.monotonic() > until:
-                raise TTSUnavailable("The text-to-speech process is busy: no turn came before the deadline.")
+            raise TTSUnavailable("The text-to-speech process is busy: no turn came before the deadline.")
         try:
             if cancelled.is_set():
                 return
@@ -155,7 +217,7 @@ class LocalWorker:
                 deadline = time.monotonic() + budget
             self._stream_exchange(request, deadline=deadline, on_chunk=on_chunk, cancelled=cancelled)
         finally:
-            self._lock.release()
+            self.turns.release()
 
     def _stream_exchange(
         self,
@@ -213,7 +275,7 @@ class LocalWorker:
                 if self._failed is not None:
                     return {"ok": False, "error": self._failed[2]}
                 return {"ok": False, "error": "the text-to-speech process is still loading its model"}
-        if self._lock.locked():
+        if self.turns.busy:
             return {"ok": True, "busy": True, "pid": self.pid, **self._info}
         try:
             reply = self.call({"op": "ping"}, deadline=time.monotonic() + timeout_s)
@@ -222,7 +284,7 @@ class LocalWorker:
         return {"ok": True, "pid": self.pid, **reply.get("info", {})}
 
     def _start_in_background(self) -> None:
-        if not self._lock.acquire(blocking=False):
+        if self.turns.take_if_free() is None:
             return  # a start or a request is under way
 
         def start() -> None:
@@ -232,13 +294,16 @@ class LocalWorker:
             except EvaError:
                 pass  # recorded in self._failed, reported by status()
             finally:
-                self._lock.release()
+                self.turns.release()
 
         threading.Thread(target=start, name="tts-child-start", daemon=True).start()
 
     def stop(self) -> None:
-        with self._lock:
+        self.turns.wait(self.turns.take(), until=float("inf"))
+        try:
             self._kill()
+        finally:
+            self.turns.release()
 
     def _start(self) -> None:
         if self._failed is not None and time.monotonic() - self._failed[0] < START_RETRY_S:

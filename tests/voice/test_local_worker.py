@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
+import time
 
 import pytest
 
 from tests.polling import aeventually
 from voice import client
 from voice.errors import TTSUnavailable
+from voice.local_worker import Turn, Turns
 from voice.wav import wav_info
 
 LONG_TEXT = "Une phrase assez longue pour occuper le processus un bon moment. " * 15
@@ -80,3 +83,65 @@ async def test_a_stream_left_after_its_first_chunk_stops_the_child_and_the_next_
     pid = client._local_worker.pid
     chunks = [chunk async for chunk in client.synthesize_stream(text="Bonjour.", voice=None)]
     assert chunks[-1].last and client._local_worker.pid == pid  # the same child: it was not killed
+
+
+# --- turns: the child serves requests in the order they were asked for (#14 silences) ---------
+
+
+async def test_streams_are_served_in_the_order_the_reply_asked_for_them(local_transport):
+    """A reply asks for its next pieces while the child speaks the current one; the first asked
+    must come first (with a plain lock, whichever waiting thread the OS woke took the child)."""
+    await client.synthesize(text="Bonjour", voice=None)  # the child is up
+    served: list[str] = []
+
+    async def speak(name: str, text: str) -> None:
+        async for _ in client.synthesize_stream(text=text, voice=None):
+            served.append(name)
+
+    pieces = [("long", LONG_TEXT[:400]), *((f"p{n}", f"Phrase numéro {n}, assez courte.") for n in range(6))]
+    await asyncio.gather(*(asyncio.create_task(speak(name, text)) for name, text in pieces))
+    names = [name for name, _ in pieces]
+    assert list(dict.fromkeys(served)) == names  # first chunks in the order asked
+    assert served == sorted(served, key=names.index)  # and each piece whole before the next
+
+
+def test_turns_are_given_in_the_order_they_were_taken_whoever_waits_first():
+    turns = Turns()
+    assert turns.wait(turns.take(), until=time.monotonic() + 5)  # held
+    first, second = turns.take(), turns.take()
+    got: list[str] = []
+
+    def wait_for(turn: Turn, name: str) -> None:
+        assert turns.wait(turn, until=time.monotonic() + 30)
+        got.append(name)
+        turns.release()
+
+    late = threading.Thread(target=wait_for, args=(second, "second"))
+    late.start()  # the later turn waits first
+    early = threading.Thread(target=wait_for, args=(first, "first"))
+    early.start()
+    assert turns.busy and turns.take_if_free() is None
+    turns.release()
+    early.join(30)
+    late.join(30)
+    assert got == ["first", "second"] and not turns.busy
+
+
+def test_a_turn_given_up_or_timed_out_leaves_the_line_to_the_next():
+    turns = Turns()
+    assert turns.wait(turns.take(), until=time.monotonic() + 5)  # held
+    dropped, timed_out, kept = turns.take(), turns.take(), turns.take()
+    cancelled = threading.Event()
+    outcome: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: outcome.append(turns.wait(dropped, until=time.monotonic() + 30, give_up=cancelled.is_set))
+    )
+    waiter.start()
+    cancelled.set()  # as a reply stopped by barge-in
+    waiter.join(30)
+    assert outcome == [False]
+    assert turns.wait(timed_out, until=time.monotonic()) is False  # its deadline is now
+    turns.release()
+    assert turns.wait(kept, until=time.monotonic() + 5) is True  # first in line now
+    turns.release()
+    assert turns.take_if_free() is not None
