@@ -87,3 +87,21 @@ async def test_a_stream_left_after_its_first_chunk_is_stopped_in_the_worker(voic
     assert not any(whole in entry for entry in worker.lines)  # it never ran to its end
     chunks = [chunk async for chunk in client.synthesize_stream(text="Encore une fois.", voice=None)]
     assert chunks[-1].last  # and the worker serves the next one
+
+
+async def test_streams_are_served_in_the_order_the_reply_asked_for_them(voice_settings, start_worker):
+    """As through the embedded child (test_local_worker): a reply's pieces, asked for while the
+    worker speaks the first, come whole and in the order asked."""
+    start_worker()
+    await client.synthesize(text="Bonjour", voice="fra")  # the worker is up
+    served: list[str] = []
+
+    async def speak(name: str, text: str) -> None:
+        async for _ in client.synthesize_stream(text=text, voice="fra"):
+            served.append(name)
+
+    pieces = [("long", LONG_TEXT[:400]), *((f"p{n}", f"Phrase numéro {n}, assez courte.") for n in range(6))]
+    await asyncio.gather(*(asyncio.create_task(speak(name, text)) for name, text in pieces))
+    names = [name for name, _ in pieces]
+    assert list(dict.fromkeys(served)) == names
+    assert served == sorted(served, key=names.index)
