@@ -117,6 +117,7 @@ async def speak_one(text: str) -> dict[str, float | None]:
     """One reply through the tree's SpeechStream at 30 tokens/s; the client's view of its audio."""
     from django.conf import settings
 
+    from voice import client as voice_client
     from voice.speech_splitter import SpeechSplitter
     from voice.speech_stream import SpeechStream
 
@@ -139,12 +140,12 @@ async def speak_one(text: str) -> dict[str, float | None]:
         first_min_chars=settings.TTS_STREAM_FIRST_MIN_CHARS,
         max_chars=min(settings.TTS_STREAM_MAX_CHARS, settings.TTS_MAX_CHARS),
     )
-    # Each piece's synthesis: when it was asked for, its first and its last chunk (a tree whose
-    # SpeechStream takes no `synthesize`, like 96dc0a1's, goes without).
+    # Each piece's synthesis: when it was asked for, its first and its last chunk (a tree without
+    # streamed synthesis, like 96dc0a1, goes without).
     calls: list[dict[str, float]] = []
     options = {}
-    if "synthesize" in inspect.signature(SpeechStream).parameters:
-        from voice.client import synthesize_stream
+    if "synthesize" in inspect.signature(SpeechStream).parameters and hasattr(voice_client, "synthesize_stream"):
+        synthesize_stream = voice_client.synthesize_stream
 
         async def timed(*, text: str, voice: str | None):
             call = {"asked": time.perf_counter()}
