@@ -110,7 +110,13 @@ class Turns:
 
     @property
     def busy(self) -> bool:
+        """Someone holds the child."""
         return self._holder is not None
+
+    @property
+    def queued(self) -> int:
+        """How many wait in line."""
+        return len(self._line)
 
     def take(self) -> Turn:
         """A place at the end of the line (cheap, never blocks)."""
@@ -275,7 +281,7 @@ class LocalWorker:
                 if self._failed is not None:
                     return {"ok": False, "error": self._failed[2]}
                 return {"ok": False, "error": "the text-to-speech process is still loading its model"}
-        if self.turns.busy:
+        if self.turns.busy or self.turns.queued:  # alive and working: a ping would wait its turn
             return {"ok": True, "busy": True, "pid": self.pid, **self._info}
         try:
             reply = self.call({"op": "ping"}, deadline=time.monotonic() + timeout_s)

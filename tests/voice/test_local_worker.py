@@ -109,6 +109,7 @@ def test_turns_are_given_in_the_order_they_were_taken_whoever_waits_first():
     turns = Turns()
     assert turns.wait(turns.take(), until=time.monotonic() + 5)  # held
     first, second = turns.take(), turns.take()
+    assert turns.queued == 2
     got: list[str] = []
 
     def wait_for(turn: Turn, name: str) -> None:
@@ -124,7 +125,7 @@ def test_turns_are_given_in_the_order_they_were_taken_whoever_waits_first():
     turns.release()
     early.join(30)
     late.join(30)
-    assert got == ["first", "second"] and not turns.busy
+    assert got == ["first", "second"] and not turns.busy and turns.queued == 0
 
 
 def test_a_turn_given_up_or_timed_out_leaves_the_line_to_the_next():
