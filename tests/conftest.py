@@ -118,25 +118,31 @@ def _fast_password_hashing(settings):
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_db_pool_before_dropping_the_test_database(django_db_setup, django_db_blocker):
-    """Pooled connections opened by executor threads outlive the tests; end them so the test
-    database can be dropped (otherwise Postgres refuses: "being accessed by other users")."""
+    """Pooled connections opened by executor threads outlive the tests, and live servers' too: end
+    them so the test database can be dropped (otherwise Postgres refuses: "being accessed by other
+    users"). Public API only: close_pool() (a pool never used is only created, unopened, and
+    closed), and the server's own pg_stat_activity, from its maintenance database."""
     yield
-    from django.db import connection, connections
+    import psycopg
+    from django.db import connections
 
     with django_db_blocker.unblock():
-        pools = [each for each in connections.all() if each.alias in getattr(type(each), "_connection_pools", {})]
-        if not pools:
-            return  # no test used the database through a pool
-        for each in pools:
+        for each in connections.all():
+            if each.vendor != "postgresql":
+                continue
+            each.close()
             each.close_pool()
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
+            settings = each.settings_dict
+            if not settings["NAME"].startswith("test_"):
+                continue  # Django names test databases test_*: none was set up (no test used one)
+            given = {"user": settings["USER"], "password": settings["PASSWORD"], "host": settings["HOST"]}
+            given["port"] = settings["PORT"]
+            with psycopg.connect(dbname="postgres", autocommit=True, **{k: v for k, v in given.items() if v}) as admin:
+                admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    [settings["NAME"]],
                 )
-            connection.close()
-            connection.close_pool()
 
 
 # The live daphne server and its Ollama stand-in (session-wide), for tests that need real sockets.
