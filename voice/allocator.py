@@ -9,8 +9,8 @@ dynamic loader's LD_PRELOAD. So the embedded worker's child is started with it
 (`exec_with`); elsewhere (a test, a script) nothing changes.
 
 TTS_ALLOCATOR: "jemalloc" (default: used when the library is found, else the system's, with a
-warning) or "system". `in_use()` says what the current process actually runs on; the worker
-reports it in /api/v1/tts/status.
+warning) or "system". `in_use()` says what the current process actually runs on; each TTS
+process reports it in its readiness answer (`allocator`, in /ready's details).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 
 logger = logging.getLogger("voice.allocator")
 
-CHOICES = ("jemalloc", "system")
 LIBRARIES = {"jemalloc": "jemalloc"}  # allocator -> the name ctypes.util.find_library looks up
 EXEC_GUARD = "EVA_TTS_ALLOCATOR_EXEC"  # set in the environment of a process started again by exec_with
 
@@ -81,4 +80,4 @@ def exec_with(allocator: str, argv: Sequence[str] | None = None) -> None:
     os.execve(sys.executable, args, env)
 
 
-__all__ = ["CHOICES", "child_env", "exec_with", "in_use", "library_for"]
+__all__ = ["child_env", "exec_with", "in_use", "library_for"]
