@@ -118,11 +118,15 @@ class Turns:
         """How many wait in line."""
         return len(self._line)
 
-    def take(self) -> Turn:
-        """A place at the end of the line (cheap, never blocks)."""
+    def take(self, *, first: bool = False) -> Turn:
+        """A place at the end of the line, or at its head (`first`: stopping the child waits for
+        the one holding it, not for the whole line). Cheap, never blocks."""
         with self._changed:
             turn = Turn()
-            self._line.append(turn)
+            if first:
+                self._line.appendleft(turn)
+            else:
+                self._line.append(turn)
             return turn
 
     def wait(self, turn: Turn, *, until: float, give_up: Callable[[], bool] = lambda: False) -> bool:
@@ -305,7 +309,7 @@ class LocalWorker:
         threading.Thread(target=start, name="tts-child-start", daemon=True).start()
 
     def stop(self) -> None:
-        self.turns.wait(self.turns.take(), until=float("inf"))
+        self.turns.wait(self.turns.take(first=True), until=float("inf"))
         try:
             self._kill()
         finally:

@@ -144,5 +144,11 @@ def test_a_turn_given_up_or_timed_out_leaves_the_line_to_the_next():
     assert turns.wait(timed_out, until=time.monotonic()) is False  # its deadline is now
     turns.release()
     assert turns.wait(kept, until=time.monotonic() + 5) is True  # first in line now
+    queued = turns.take()
+    stopping = turns.take(first=True)  # as LocalWorker.stop: next after the holder, before the line
+    turns.release()
+    assert turns.wait(stopping, until=time.monotonic() + 5) is True and turns.queued == 1
+    turns.release()
+    assert turns.wait(queued, until=time.monotonic() + 5) is True
     turns.release()
     assert turns.take_if_free() is not None
