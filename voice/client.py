@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -39,6 +40,8 @@ HEARTBEAT_TIMEOUT_S = 5.0  # a worker sends tts.working every second while it ho
 _local_waits = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tts-wait")
 _local_worker: LocalWorker | None = None
 _local_lock = threading.Lock()
+# Requests leave each event loop in the order they were asked (see _send_request).
+_send_order: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def voices() -> list[dict[str, Any]]:
@@ -106,19 +109,8 @@ async def _channel_stream(request: dict[str, Any], *, timeout_s: float) -> Async
     worker_channel: str | None = None
     completed = False
     try:
-        reply_channel = await layer.new_channel("voice-tts-reply")
-        now = time.time()
-        deadline = now + timeout_s
-        await layer.send(
-            TTS_CHANNEL,
-            {
-                **request,
-                "type": "tts.stream",
-                "reply_channel": reply_channel,
-                "request_id": request_id,
-                "deadline": deadline,
-                "pickup_deadline": now + min(pickup_timeout_s, timeout_s),
-            },
+        reply_channel, deadline = await _send_request(
+            layer, "tts.stream", request, request_id=request_id, timeout_s=timeout_s, pickup_timeout_s=pickup_timeout_s
         )
         first = True
         while True:
@@ -286,22 +278,43 @@ async def _next_reply(
     return message
 
 
+async def _send_request(
+    layer: Any, kind: str, payload: dict[str, Any], *, request_id: str, timeout_s: float, pickup_timeout_s: float
+) -> tuple[str, float]:
+    """Send a request to the workers' channel; its reply channel and deadline.
+
+    Requests leave in the order they were asked: a reply's pieces, asked one after the other, must
+    reach the workers in that order, and concurrent sends do not keep it (channels_redis orders
+    the channel by the time of its ZADD, which comes after other round trips on pooled
+    connections). So each send holds this event loop's FIFO lock until Redis has the message;
+    the lock is taken when the request is asked, before any await."""
+    loop = asyncio.get_running_loop()
+    order = _send_order.get(loop)
+    if order is None:
+        order = _send_order[loop] = asyncio.Lock()
+    async with order:
+        reply_channel = await layer.new_channel("voice-tts-reply")
+        now = time.time()
+        deadline = now + timeout_s
+        message = {
+            **payload,
+            "type": kind,
+            "reply_channel": reply_channel,
+            "request_id": request_id,
+            "deadline": deadline,
+            # Not taken by then, the request is abandoned here: no worker should start it later.
+            "pickup_deadline": now + min(pickup_timeout_s, timeout_s),
+        }
+        await layer.send(TTS_CHANNEL, message)
+    return reply_channel, deadline
+
+
 async def _exchange_over_layer(
     layer: Any, kind: str, payload: dict[str, Any], *, request_id: str, timeout_s: float, pickup_timeout_s: float
 ) -> dict[str, Any]:
-    reply_channel = await layer.new_channel("voice-tts-reply")
-    now = time.time()
-    deadline = now + timeout_s
-    message = {
-        **payload,
-        "type": kind,
-        "reply_channel": reply_channel,
-        "request_id": request_id,
-        "deadline": deadline,
-        # Not taken by then, the request is abandoned here: no worker should start it later.
-        "pickup_deadline": now + min(pickup_timeout_s, timeout_s),
-    }
-    await layer.send(TTS_CHANNEL, message)
+    reply_channel, deadline = await _send_request(
+        layer, kind, payload, request_id=request_id, timeout_s=timeout_s, pickup_timeout_s=pickup_timeout_s
+    )
     first = True
     while True:
         message = await _next_reply(
