@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
 import pytest
 
-from tests.workers import first_to_log
+from tests.workers import first_to_log, wait_for
 from voice import client
 from voice.errors import TTSUnavailable, UnknownVoice
+from voice.synthesis import AudioChunk
 from voice.wav import wav_info
 
 LONG_TEXT = "Une phrase assez longue pour occuper le travailleur un bon moment. " * 14
@@ -91,17 +93,27 @@ async def test_a_stream_left_after_its_first_chunk_is_stopped_in_the_worker(voic
 
 async def test_streams_are_served_in_the_order_the_reply_asked_for_them(voice_settings, start_worker):
     """As through the embedded child (test_local_worker): a reply's pieces, asked for while the
-    worker speaks the first, come whole and in the order asked."""
-    start_worker()
+    worker speaks the first, are synthesised whole and in the order asked. The worker's log says
+    in which order it started them (each text has its own length); the client's arrivals do not,
+    since the last chunk of one stream and the first of the next, on two reply channels, may be
+    read in either order."""
+    worker = start_worker()
     await client.synthesize(text="Bonjour", voice="fra")  # the worker is up
-    served: list[str] = []
+    chunks: dict[str, list[AudioChunk]] = {}
 
     async def speak(name: str, text: str) -> None:
-        async for _ in client.synthesize_stream(text=text, voice="fra"):
-            served.append(name)
+        chunks[name] = [chunk async for chunk in client.synthesize_stream(text=text, voice="fra")]
 
-    pieces = [("long", LONG_TEXT[:400]), *((f"p{n}", f"Phrase numéro {n}, assez courte.") for n in range(6))]
+    pieces = [("long", LONG_TEXT[:400]), *((f"p{n}", f"Phrase {'très ' * n}courte.") for n in range(6))]
     await asyncio.gather(*(asyncio.create_task(speak(name, text)) for name, text in pieces))
-    names = [name for name, _ in pieces]
-    assert list(dict.fromkeys(served)) == names
-    assert served == sorted(served, key=names.index)
+    by_length = {len(text.strip()): name for name, text in pieces}
+    assert len(by_length) == len(pieces)
+
+    def started() -> list[str] | None:
+        found = [match for line in worker.lines if (match := re.search(r"synthesising (\d+) chars \(streamed\)", line))]
+        return [by_length[int(match[1])] for match in found] if len(found) == len(pieces) else None
+
+    order = await asyncio.to_thread(wait_for, started, give_up=lambda: worker.ended, timeout=30)
+    assert order == [name for name, _ in pieces]
+    for name, got in chunks.items():  # each whole: every chunk, the last one marked
+        assert [chunk.index for chunk in got] == list(range(len(got))) and got[-1].last, name
