@@ -30,6 +30,7 @@ from django.core.signals import setting_changed
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from accounts.aio import within
 from accounts.redaction import redact, redact_data
 
 READY_TIMEOUT_S = 3.0
@@ -111,7 +112,7 @@ _running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Read
 async def _run_check(name: str, check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(check(), timeout=READY_TIMEOUT_S + 1)
+        result = await within(check(), READY_TIMEOUT_S + 1, what=f"the {name} readiness check")
     except TimeoutError:
         result = {"ok": False, "error": f"no answer within {READY_TIMEOUT_S + 1:.0f} s"}
     except Exception as exc:  # a probe reports failures, it never raises them

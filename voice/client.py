@@ -23,6 +23,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
+from accounts.aio import within
 from accounts.errors import EvaError
 from accounts.redaction import redact
 from voice.config import TTS_CHANNEL, engine_config, transport_name
@@ -265,7 +266,7 @@ async def _next_reply(
     try:
         if wait <= 0:
             raise TimeoutError
-        message: dict[str, Any] = await asyncio.wait_for(layer.receive(reply_channel), timeout=wait)
+        message: dict[str, Any] = await within(layer.receive(reply_channel), wait, what="a channel layer receive")
     except TimeoutError:
         if first:
             raise TTSUnavailable(

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from accounts.aio import strays
 from tests.workers import first_to_log, wait_for
 from voice import client
 from voice.errors import TTSUnavailable, UnknownVoice
@@ -117,3 +118,39 @@ async def test_streams_are_served_in_the_order_the_reply_asked_for_them(voice_se
     assert order == [name for name, _ in pieces]
     for name, got in chunks.items():  # each whole: every chunk, the last one marked
         assert [chunk.index for chunk in got] == list(range(len(got))) and got[-1].last, name
+
+
+async def test_a_receive_that_misses_its_cancellation_does_not_hang_the_request(voice_settings, monkeypatch, caplog):
+    """A channels_redis receive cancelled just as its BZPOPMIN's own timeout ends can go on
+    receiving (seen in CI: the request then hung for good). Here the real layer's receive is
+    made to miss its cancellation until the test lets it go: the request still fails in time."""
+    from channels.layers import get_channel_layer
+
+    real = get_channel_layer()
+    let_go = asyncio.Event()
+    receives: list[asyncio.Task[object]] = []
+
+    class MissesItsCancellation:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        async def receive(self, channel: str) -> object:
+            task = asyncio.current_task()
+            assert task is not None
+            receives.append(task)
+            try:
+                return await real.receive(channel)
+            except asyncio.CancelledError:
+                await let_go.wait()  # goes on receiving, as the stuck one did
+                raise
+
+    monkeypatch.setattr(client, "get_channel_layer", MissesItsCancellation)
+    voice_settings.TTS_PICKUP_TIMEOUT_S = 0.5  # no worker runs: nobody takes the request
+    with pytest.raises(TTSUnavailable, match="No text-to-speech worker took the request"):
+        await client.synthesize(text="Bonjour", voice=None)
+    assert len(receives) == 1 and not receives[0].done()  # it was not waited for
+    assert "did not end when cancelled" in caplog.text
+    let_go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await receives[0]
+    assert strays() == 0
