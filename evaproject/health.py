@@ -30,7 +30,7 @@ from django.core.signals import setting_changed
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from accounts.aio import within
+from accounts.layer_wait import receive_within
 from accounts.redaction import redact, redact_data
 
 READY_TIMEOUT_S = 3.0
@@ -62,7 +62,9 @@ async def check_channel_layer() -> dict[str, Any]:
     channel = await layer.new_channel()
     token = uuid.uuid4().hex
     await layer.send(channel, {"type": "ready.ping", "token": token})
-    message = await layer.receive(channel)
+    message = await receive_within(layer, channel, READY_TIMEOUT_S)
+    if message is None:
+        return {"ok": False, "error": f"no message back within {READY_TIMEOUT_S:g} s", "backend": type(layer).__name__}
     return {"ok": message.get("token") == token, "backend": type(layer).__name__}
 
 
@@ -112,7 +114,7 @@ _running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[Read
 async def _run_check(name: str, check: Check) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = await within(check(), READY_TIMEOUT_S + 1, what=f"the {name} readiness check")
+        result = await asyncio.wait_for(check(), timeout=READY_TIMEOUT_S + 1)
     except TimeoutError:
         result = {"ok": False, "error": f"no answer within {READY_TIMEOUT_S + 1:.0f} s"}
     except Exception as exc:  # a probe reports failures, it never raises them

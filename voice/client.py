@@ -23,8 +23,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from accounts.aio import within
 from accounts.errors import EvaError
+from accounts.layer_wait import receive_within
 from accounts.redaction import redact
 from voice.config import TTS_CHANNEL, engine_config, transport_name
 from voice.errors import TTSUnavailable, error_from_wire
@@ -263,11 +263,8 @@ async def _next_reply(
     one within the heartbeat timeout, all before `deadline`; else TTSUnavailable saying which."""
     remaining = deadline - time.time()
     wait = min(remaining, pickup_timeout_s if first else HEARTBEAT_TIMEOUT_S)
-    try:
-        if wait <= 0:
-            raise TimeoutError
-        message: dict[str, Any] = await within(layer.receive(reply_channel), wait, what="a channel layer receive")
-    except TimeoutError:
+    message = await receive_within(layer, reply_channel, wait) if wait > 0 else None
+    if message is None:
         if first:
             raise TTSUnavailable(
                 f"No text-to-speech worker took the request within {min(pickup_timeout_s, timeout_s):g} s: "
